@@ -1,0 +1,83 @@
+# pop3d: see README.md.  `make` builds, `make test` runs every test.
+CC	?= cc
+PREFIX	?= /usr/local
+SBINDIR	?= $(PREFIX)/sbin
+MANDIR	?= $(PREFIX)/share/man
+PKG_CONFIG ?= pkg-config
+
+WARN	= -std=c11 -Wall -Wextra -Wshadow -Wpointer-arith -Wstrict-prototypes \
+	  -Wmissing-prototypes -Wformat=2 -Wcast-qual -Wvla
+ifeq ($(WERROR),1)
+WARN	+= -Werror
+endif
+HARDEN	= -O2 -U_FORTIFY_SOURCE -D_FORTIFY_SOURCE=3 -fstack-protector-strong \
+	  -fstack-clash-protection -fPIE
+HARDLD	= -pie -Wl,-z,relro,-z,now -Wl,-z,noexecstack
+SANFLAGS = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
+	  -fno-omit-frame-pointer
+
+DEPS_CFLAGS := $(shell $(PKG_CONFIG) --cflags libbsd-overlay libcrypt)
+DEPS_LIBS   := $(shell $(PKG_CONFIG) --libs libmd libbsd-overlay libcrypt)
+CRIT_CFLAGS := $(shell $(PKG_CONFIG) --cflags criterion 2>/dev/null)
+CRIT_LIBS   := $(shell $(PKG_CONFIG) --libs criterion 2>/dev/null)
+
+# SAN=1 builds everything (binary, library, unit tests) with the sanitizers
+# into obj-san/, so that it never mixes with the release objects.
+ifeq ($(SAN),1)
+O	= obj-san
+MODE	= $(SANFLAGS)
+MODELD	= $(SANFLAGS)
+else
+O	= obj
+MODE	= $(HARDEN)
+MODELD	= $(HARDLD)
+endif
+
+ALL_CFLAGS  = $(WARN) $(MODE) -D_GNU_SOURCE -MMD -MP $(DEPS_CFLAGS) $(CFLAGS) $(TESTHOOKS)
+ALL_LDFLAGS = $(MODELD) $(LDFLAGS)
+
+LIBSRC	= auth.c io.c log.c maildrop.c mbox.c session.c
+LIBOBJ	= $(LIBSRC:%.c=$(O)/%.o)
+UNITSRC	= $(wildcard tests/unit/test_*.c)
+UNITBIN	= $(UNITSRC:tests/unit/%.c=$(O)/%)
+
+all: $(O)/pop3d
+ifneq ($(SAN),1)
+	@ln -sf $(O)/pop3d pop3d
+endif
+
+$(O):
+	mkdir -p $(O)
+
+$(O)/%.o: %.c | $(O)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(O)/libpop3d.a: $(LIBOBJ)
+	rm -f $@ && ar rcs $@ $(LIBOBJ)
+
+$(O)/pop3d: $(O)/pop3d.o $(O)/libpop3d.a
+	$(CC) $(ALL_LDFLAGS) -o $@ $(O)/pop3d.o $(O)/libpop3d.a $(DEPS_LIBS) $(LDLIBS)
+
+$(O)/test_%: tests/unit/test_%.c $(O)/libpop3d.a | $(O)
+	$(CC) $(ALL_CFLAGS) $(CRIT_CFLAGS) -I. -o $@ $< $(O)/libpop3d.a \
+	    $(ALL_LDFLAGS) $(CRIT_LIBS) $(DEPS_LIBS)
+
+unit: $(UNITBIN)
+
+# Every test: unit, end-to-end, real clients.  One summary line at the end.
+test: all unit
+	O=$(O) tests/run
+
+asan:
+	$(MAKE) SAN=1 all unit
+	O=obj-san tests/run
+
+valgrind: all unit
+	O=$(O) VALGRIND=1 tests/run
+
+clean:
+	rm -rf obj obj-san pop3d
+
+-include $(wildcard $(O)/*.d)
+
+.PHONY: all unit test asan valgrind clean

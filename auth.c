@@ -1,0 +1,314 @@
+/*
+ * auth.c: credentials, and the only code that touches password hashes.
+ *
+ * The flat users file is the administrator's, but it is parsed strictly:
+ * a malformed line is logged with its number and its user cannot log in,
+ * while everyone else still can.  Passwords are the client's and are never
+ * logged or kept.  Runs as the user pop3d starts as (root under inetd or
+ * systemd), before any privilege is dropped.
+ */
+#include <sys/types.h>
+
+#include <crypt.h>
+#include <ctype.h>
+#include <errno.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "pop3d.h"
+
+/* Fields of a users-file line: name:hash:uid:gid:maildrop. */
+enum { F_NAME, F_HASH, F_UID, F_GID, F_MAILDROP, F_COUNT };
+
+int
+auth_valid_name(const char *s)
+{
+	size_t n = strlen(s), i;
+
+	if (n == 0 || n > POP3D_MAX_ARG || s[0] == '.')
+		return 0;
+	for (i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		/* Printable ASCII; '/' would leave the spool, ':' the file. */
+		if (c <= 0x20 || c >= 0x7f || c == '/' || c == ':')
+			return 0;
+	}
+	return 1;
+}
+
+int
+auth_expand(const char *tmpl, const struct account *a, char *buf, size_t n)
+{
+	size_t len = 0;
+	const char *p;
+
+	for (p = tmpl; *p != '\0'; p++) {
+		const char *add;
+		char one[2] = { *p, '\0' };
+
+		if (*p != '%')
+			add = one;
+		else {
+			switch (*++p) {
+			case 'u':
+				add = a->name;
+				break;
+			case 'h':
+				if (a->home[0] == '\0')
+					return -1;
+				add = a->home;
+				break;
+			case '%':
+				add = "%";
+				break;
+			default:
+				return -1;
+			}
+		}
+		size_t alen = strlen(add);
+
+		if (len + alen >= n)
+			return -1;
+		memcpy(buf + len, add, alen);
+		len += alen;
+	}
+	if (len == 0 || n == 0)
+		return -1;
+	buf[len] = '\0';
+	return 0;
+}
+
+/* Parses a uid or gid: digits only, no overflow. */
+static int
+parse_id(const char *s, unsigned long *v)
+{
+	uint64_t n;
+
+	if (session_number(s, &n) == -1 || n >= (uint64_t)UINT32_MAX)
+		return -1;
+	*v = (unsigned long)n;
+	return 0;
+}
+
+/*
+ * A hash to check unknown users against, so that they cost one crypt as a
+ * known user does: a salt of the system's default method.
+ */
+static const char *
+dummy_hash(void)
+{
+	static char salt[CRYPT_GENSALT_OUTPUT_SIZE];
+
+	if (salt[0] == '\0' &&
+	    crypt_gensalt_rn(NULL, 0, NULL, 0, salt, sizeof(salt)) == NULL)
+		strlcpy(salt, "$6$pop3d.dummy.salt$", sizeof(salt));
+	return salt;
+}
+
+/* Compares without an early exit, so timing says nothing of where. */
+static int
+same(const char *a, const char *b, size_t n)
+{
+	unsigned char d = 0;
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		d |= (unsigned char)a[i] ^ (unsigned char)b[i];
+	return d == 0;
+}
+
+/* 1 when pass matches hash; crypt_rn's work is done either way. */
+static int
+check_hash(const char *pass, const char *hash)
+{
+	struct crypt_data *cd;
+	const char *out;
+	int ok = 0;
+
+	if ((cd = calloc(1, sizeof(*cd))) == NULL)
+		return 0;
+	out = crypt_rn(pass, hash, cd, (int)sizeof(*cd));
+	if (out != NULL && out[0] != '*' && strlen(out) == strlen(hash))
+		ok = same(out, hash, strlen(hash));
+	explicit_bzero(cd, sizeof(*cd));
+	free(cd);
+	return ok;
+}
+
+/*
+ * Splits a users-file line into fields.  -1 with *why set when the line
+ * is malformed; *why is then about the line, not the password.
+ */
+static int
+split(char *line, char *f[F_COUNT], const char **why)
+{
+	int i = 0;
+
+	for (i = 0; i < F_COUNT; i++)
+		f[i] = "";
+	i = 0;
+	f[i++] = line;
+	for (char *p = line; *p != '\0'; p++)
+		if (*p == ':') {
+			if (i == F_COUNT) {
+				*why = "too many fields";
+				return -1;
+			}
+			*p = '\0';
+			f[i++] = p + 1;
+		}
+	if (!auth_valid_name(f[F_NAME])) {
+		*why = "invalid user name";
+		return -1;
+	}
+	if (i < 2) {
+		*why = "no password hash";
+		return -1;
+	}
+	unsigned long id;
+
+	if ((f[F_UID][0] != '\0' && parse_id(f[F_UID], &id) == -1) ||
+	    (f[F_GID][0] != '\0' && parse_id(f[F_GID], &id) == -1)) {
+		*why = "uid and gid must be decimal numbers";
+		return -1;
+	}
+	return 0;
+}
+
+/* Fills acct from the fields of the user's line; -1 with *why on error. */
+static int
+fill_account(const struct config *cfg, char *f[F_COUNT], struct account *a,
+    const char **why)
+{
+	unsigned long uid, gid;
+	const struct passwd *pw;
+	int root = geteuid() == 0;
+
+	memset(a, 0, sizeof(*a));
+	strlcpy(a->name, f[F_NAME], sizeof(a->name));
+	if (f[F_UID][0] == '\0') {
+		if (root) {
+			*why = "no uid (required when pop3d runs as root)";
+			return -1;
+		}
+		uid = getuid();
+	} else if (parse_id(f[F_UID], &uid) == -1) {
+		*why = "bad uid";
+		return -1;
+	}
+	if (f[F_GID][0] == '\0')
+		gid = root ? uid : getgid();
+	else if (parse_id(f[F_GID], &gid) == -1) {
+		*why = "bad gid";
+		return -1;
+	}
+	if (uid == 0 || gid == 0) {
+		*why = "uid or gid 0 is never served";
+		return -1;
+	}
+	if (!root && uid != getuid()) {
+		*why = "uid differs from pop3d's own and pop3d is not root";
+		return -1;
+	}
+	a->uid = (uid_t)uid;
+	a->gid = (gid_t)gid;
+	if ((pw = getpwuid(a->uid)) != NULL)
+		strlcpy(a->home, pw->pw_dir, sizeof(a->home));
+	if (auth_expand(f[F_MAILDROP][0] != '\0' ? f[F_MAILDROP] :
+	    cfg->maildrop, a, a->maildrop, sizeof(a->maildrop)) == -1) {
+		*why = "maildrop path does not expand (unknown %-escape, no "
+		    "home for %h, or too long)";
+		return -1;
+	}
+	return 0;
+}
+
+enum auth_result
+auth_check(const struct config *cfg, const char *user, const char *pass,
+    struct account *acct)
+{
+	FILE *fp;
+	char *line = NULL, *hash = NULL;
+	size_t cap = 0;
+	ssize_t len;
+	unsigned lineno = 0, found = 0;
+	int usable = 0;
+	enum auth_result r = AUTH_FAIL;
+
+	if (cfg->users_file == NULL) {
+		(void)check_hash(pass, dummy_hash());
+		return AUTH_FAIL;
+	}
+	if ((fp = fopen(cfg->users_file, "re")) == NULL) {
+		log_msg(LOG_ERR, "users file %s: %s", cfg->users_file,
+		    strerror(errno));
+		return AUTH_TEMP;
+	}
+	while ((len = getline(&line, &cap, fp)) != -1) {
+		char *f[F_COUNT];
+		const char *why = NULL;
+
+		lineno++;
+		if (len > 0 && line[len - 1] == '\n')
+			line[--len] = '\0';
+		if (line[0] == '\0' || line[0] == '#')
+			continue;
+		if (strlen(line) != (size_t)len)
+			why = "NUL byte";
+		else {
+			/* After split, line is the name even if malformed. */
+			int bad = split(line, f, &why) == -1;
+
+			if (strcmp(line, user) != 0)
+				;
+			else if (found != 0)
+				why = "duplicate user, the first line counts";
+			else {
+				found = lineno;
+				if (!bad && fill_account(cfg, f, acct,
+				    &why) == 0) {
+					usable = 1;
+					hash = strdup(f[F_HASH]);
+				}
+			}
+		}
+		if (why != NULL)
+			log_msg(LOG_ERR, "users file %s, line %u: %s",
+			    cfg->users_file, lineno, why);
+		explicit_bzero(line, (size_t)len);
+	}
+	if (ferror(fp)) {
+		log_msg(LOG_ERR, "users file %s: %s", cfg->users_file,
+		    strerror(errno));
+		r = AUTH_TEMP;
+	}
+	fclose(fp);
+	free(line);
+	if (r == AUTH_TEMP || (usable && hash == NULL)) {
+		free(hash);
+		return AUTH_TEMP;
+	}
+	/*
+	 * A locked ("!..", "*") or empty hash never matches; crypt still runs
+	 * so that every failure costs the same.
+	 */
+	if (usable && hash[0] != '\0' && hash[0] != '!' && hash[0] != '*')
+		r = check_hash(pass, hash) ? AUTH_OK : AUTH_FAIL;
+	else {
+		(void)check_hash(pass, dummy_hash());
+		if (found && usable)
+			log_msg(LOG_NOTICE, "user %s: account locked", user);
+	}
+	if (hash != NULL) {
+		explicit_bzero(hash, strlen(hash));
+		free(hash);
+	}
+	if (r != AUTH_OK)
+		memset(acct, 0, sizeof(*acct));
+	return r;
+}

@@ -1,0 +1,174 @@
+/*
+ * maildrop.c: the maildrop interface that the session sees.
+ *
+ * It picks the store behind a path, owns the message table (built once at
+ * login, never re-sorted, so message numbers stay fixed for the session,
+ * RFC 1939 §5) and hands RETR, TOP and UPDATE to the store.  It trusts no
+ * byte of the mail.  Runs as the mail user, after privileges are dropped.
+ */
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "pop3d.h"
+
+enum md_status
+maildrop_open(struct maildrop *md, const char *path)
+{
+	enum md_status r;
+
+	memset(md, 0, sizeof(*md));
+	md->fd = -1;
+	if ((md->path = strdup(path)) == NULL) {
+		log_msg(LOG_ERR, "maildrop %s: %s", path, strerror(errno));
+		return MD_TEMP;
+	}
+	md->ops = &mbox_ops;
+	r = md->ops->open(md);
+	if (r != MD_OK)
+		maildrop_close(md);
+	return r;
+}
+
+void
+maildrop_stat(const struct maildrop *md, size_t *n, uint64_t *octets)
+{
+	size_t i;
+
+	*n = 0;
+	*octets = 0;
+	for (i = 0; i < md->count; i++)
+		if (!(md->msgs[i].flags & MSG_DELETED)) {
+			(*n)++;
+			*octets += md->msgs[i].size;
+		}
+}
+
+void
+maildrop_uidl(const struct maildrop *md, size_t i, char *buf)
+{
+	static const char hex[] = "0123456789abcdef";
+	const struct msg *m = &md->msgs[i];
+	size_t j;
+
+	for (j = 0; j < sizeof(m->uid); j++) {
+		buf[2 * j] = hex[m->uid[j] >> 4];
+		buf[2 * j + 1] = hex[m->uid[j] & 0xf];
+	}
+	buf[2 * j] = '\0';
+	/*
+	 * Identical copies share a digest; the suffix keeps their ids unique
+	 * (RFC 1939 §7).  Hex has no '-', so no suffixed id can equal a
+	 * plain one.
+	 */
+	if (m->dup > 0)
+		snprintf(buf + 2 * j, POP3D_UIDL_MAX + 1 - 2 * j, "-%u",
+		    (unsigned)m->dup);
+}
+
+struct msg *
+maildrop_append(struct maildrop *md)
+{
+	if (md->count == md->cap) {
+		size_t cap = md->cap == 0 ? 64 : md->cap * 2;
+		struct msg *p;
+
+		if (cap > POP3D_MAX_MSGS)
+			cap = POP3D_MAX_MSGS;
+		if (md->count >= cap) {
+			errno = EFBIG;
+			return NULL;
+		}
+		p = reallocarray(md->msgs, cap, sizeof(*p));
+		if (p == NULL)
+			return NULL;
+		md->msgs = p;
+		md->cap = cap;
+	}
+	memset(&md->msgs[md->count], 0, sizeof(md->msgs[0]));
+	return &md->msgs[md->count++];
+}
+
+/* The table being sorted by uid_cmp. */
+static const struct msg *sort_msgs;
+
+static int
+uid_cmp(const void *a, const void *b)
+{
+	uint32_t i = *(const uint32_t *)a, j = *(const uint32_t *)b;
+	int c = memcmp(sort_msgs[i].uid, sort_msgs[j].uid,
+	    sizeof(sort_msgs[i].uid));
+
+	if (c != 0)
+		return c;
+	return i < j ? -1 : i > j;
+}
+
+int
+maildrop_dedup(struct maildrop *md)
+{
+	uint32_t *idx;
+	size_t i;
+
+	if (md->count < 2)
+		return 0;
+	if ((idx = reallocarray(NULL, md->count, sizeof(*idx))) == NULL)
+		return -1;
+	for (i = 0; i < md->count; i++)
+		idx[i] = (uint32_t)i;
+	sort_msgs = md->msgs;
+	qsort(idx, md->count, sizeof(*idx), uid_cmp);
+	/* Equal digests sort by position, so copies count in file order. */
+	for (i = 1; i < md->count; i++) {
+		struct msg *prev = &md->msgs[idx[i - 1]];
+		struct msg *m = &md->msgs[idx[i]];
+
+		if (memcmp(prev->uid, m->uid, sizeof(m->uid)) == 0)
+			m->dup = prev->dup + 1;
+	}
+	free(idx);
+	return 0;
+}
+
+enum md_status
+maildrop_send(struct maildrop *md, struct io *io, size_t i, long long lines)
+{
+	return md->ops->send(md, io, i, lines);
+}
+
+enum md_status
+maildrop_update(struct maildrop *md)
+{
+	size_t i;
+
+	md->ndele = 0;
+	md->bdele = 0;
+	for (i = 0; i < md->count; i++)
+		if (md->msgs[i].flags & MSG_DELETED) {
+			md->ndele++;
+			md->bdele += md->msgs[i].size;
+		}
+	if (md->ndele == 0)
+		return MD_OK;
+	return md->ops->update(md);
+}
+
+void
+maildrop_close(struct maildrop *md)
+{
+	/* The store owns the descriptor; a zeroed maildrop has none. */
+	if (md->ops != NULL)
+		md->ops->close(md);
+	md->fd = -1;
+	free(md->msgs);
+	md->msgs = NULL;
+	md->count = md->cap = 0;
+	free(md->path);
+	md->path = NULL;
+	md->ops = NULL;
+}

@@ -1,0 +1,536 @@
+/*
+ * mbox.c: mbox maildrops behind the maildrop interface.
+ *
+ * A message starts at a "From " line at the start of the file or after an
+ * empty line; that envelope line and the empty line before the next one are
+ * the format's, not the message's (DESIGN.md).  The bytes are hostile: any
+ * length of line, NUL, CR, 8-bit.  The file is scanned once at login in
+ * large reads and never held whole in memory; RETR streams it.  Runs as the
+ * mail user.
+ *
+ * Locks: flock(2) on the mbox for the whole session keeps other pop3d
+ * sessions out ([IN-USE]); fcntl(2) locks, which Debian's delivery agents
+ * take, are held only while scanning and during UPDATE, so delivery goes
+ * on during a session.
+ */
+#include <sys/file.h>
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <md5.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "pop3d.h"
+
+/* The scan reads this much at a time; a longer line arrives in pieces. */
+#define SCAN_BUF	(1024 * 1024)
+/* RETR and UPDATE move data through this buffer. */
+#define COPY_BUF	(64 * 1024)
+
+struct scan {
+	struct maildrop	*md;
+	struct msg	*cur;		/* the message being scanned */
+	uint64_t	 line_off;	/* where the current line starts */
+	uint64_t	 line_len;	/* its bytes so far */
+	int		 envelope;	/* the line is a "From " line */
+	int		 prev_empty;	/* the line before was empty */
+	uint64_t	 empty_off;	/* and it started here */
+	uint64_t	 empty_len;	/* with this many bytes */
+	int		 in_header;
+	int		 skip;		/* header left out of the UIDL */
+	unsigned char	 last;		/* last byte seen of the line */
+	int		 full;		/* the table is full */
+	MD5_CTX		 ctx;
+};
+
+/*
+ * Headers that mail readers add or rewrite (DESIGN.md): left out of the
+ * UIDL digest so that reading a message in mutt does not change its id.
+ */
+static int
+volatile_header(const unsigned char *p, size_t n)
+{
+	static const char *const names[] = {
+		"Status", "X-Status", "X-Keywords", "X-UID", "Content-Length",
+		"Lines"
+	};
+	const unsigned char *colon = memchr(p, ':', n);
+	size_t len, i;
+
+	if (colon == NULL)
+		return 0;
+	len = (size_t)(colon - p);
+	if (len >= 6 && strncasecmp((const char *)p, "X-IMAP", 6) == 0)
+		return 1;
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (strlen(names[i]) == len &&
+		    strncasecmp((const char *)p, names[i], len) == 0)
+			return 1;
+	return 0;
+}
+
+/*
+ * Ends the current message.  strip: its last line was empty and is the
+ * separator before the next "From " line or the end of the file.
+ */
+static void
+finish(struct scan *s, int strip)
+{
+	struct msg *m = s->cur;
+
+	if (m == NULL)
+		return;
+	if (strip) {
+		/* The empty line before "From " (or at EOF) is the format's. */
+		m->len -= s->empty_len;
+		m->size -= 2;
+	}
+	if (s->in_header || m->hdrlen > m->len)
+		m->hdrlen = m->len;
+	MD5Final(m->uid, &s->ctx);
+	s->cur = NULL;
+}
+
+/*
+ * One piece of a line: first is set on its first piece (which holds at
+ * least five bytes unless the line is shorter), lf when the piece ends the
+ * line with its LF.
+ */
+static int
+piece(struct scan *s, uint64_t off, const unsigned char *p, size_t n,
+    int first, int lf)
+{
+	struct msg *m;
+
+	if (first) {
+		s->line_off = off;
+		s->line_len = 0;
+		s->envelope = s->prev_empty && n >= 5 &&
+		    memcmp(p, "From ", 5) == 0;
+		if (s->envelope) {
+			finish(s, 1);
+			if (s->md->count >= POP3D_MAX_MSGS) {
+				/* The rest stays, unseen, as new mail does. */
+				s->full = 1;
+				return 0;
+			}
+			if ((s->cur = maildrop_append(s->md)) == NULL)
+				return -1;
+			s->cur->off = off;
+			s->in_header = 1;
+			s->skip = 0;
+			MD5Init(&s->ctx);
+		} else if (s->cur == NULL) {
+			errno = EINVAL;		/* does not start with "From " */
+			return -1;
+		} else if (s->in_header) {
+			/*
+			 * A continuation line belongs to the header before
+			 * it; the empty line ending the header is never
+			 * hashed, whatever header came last.
+			 */
+			if (p[0] == '\n' || (n >= 2 && p[0] == '\r' &&
+			    p[1] == '\n'))
+				s->skip = 1;
+			else if (p[0] != ' ' && p[0] != '\t')
+				s->skip = volatile_header(p, n);
+		}
+	}
+	m = s->cur;
+	s->line_len += n;
+	if (s->envelope)
+		MD5Update(&s->ctx, p, n);
+	else {
+		m->len += n;
+		m->size += n;
+		if (s->in_header && !s->skip)
+			MD5Update(&s->ctx, p, n);
+	}
+	/* Remember the byte before the LF, across pieces. */
+	if (!lf)
+		s->last = p[n - 1];
+	else if (n >= 2)
+		s->last = p[n - 2];
+	else if (s->line_len == 1)
+		s->last = 0;
+	if (!lf)
+		return 0;
+
+	/* The line is complete. */
+	int cr = s->line_len >= 2 && s->last == '\r';
+	int empty = s->line_len == 1 || (s->line_len == 2 && cr);
+
+	if (s->envelope) {
+		m->data = s->line_off + s->line_len;
+		s->envelope = 0;
+		s->prev_empty = 0;
+		return 0;
+	}
+	/* LF, with one CR before it dropped, goes out as CRLF. */
+	m->size += 1 - (uint64_t)cr;
+	if (empty && s->in_header) {
+		s->in_header = 0;
+		m->hdrlen = s->line_off + s->line_len - m->data;
+	}
+	s->prev_empty = empty;
+	if (empty) {
+		s->empty_off = s->line_off;
+		s->empty_len = s->line_len;
+	}
+	return 0;
+}
+
+int
+mbox_scan(struct maildrop *md, int fd, uint64_t size)
+{
+	struct scan s;
+	unsigned char *buf;
+	uint64_t pos = 0;	/* file offset of buf[0] */
+	size_t have = 0;
+	int in_line = 0, ret = -1;
+
+	memset(&s, 0, sizeof(s));
+	s.md = md;
+	s.prev_empty = 1;	/* the start of the file counts as one */
+	md->end = size;
+	if (size == 0)
+		return 0;
+	if ((buf = malloc(SCAN_BUF)) == NULL)
+		return -1;
+	while (pos + have < size && !s.full) {
+		size_t want = SCAN_BUF - have;
+		ssize_t n;
+
+		if (want > size - pos - have)
+			want = (size_t)(size - pos - have);
+		n = pread(fd, buf + have, want, (off_t)(pos + have));
+		if (n == -1) {
+			if (errno == EINTR)
+				continue;
+			goto out;
+		}
+		if (n == 0) {
+			errno = EIO;	/* shrank under the lock: not ours */
+			goto out;
+		}
+		have += (size_t)n;
+
+		int eof = pos + have == size;
+		size_t p = 0;
+
+		while (p < have && !s.full) {
+			unsigned char *lf = memchr(buf + p, '\n', have - p);
+
+			if (lf != NULL) {
+				size_t len = (size_t)(lf - (buf + p)) + 1;
+
+				if (piece(&s, pos + p, buf + p, len, !in_line,
+				    1) == -1)
+					goto out;
+				in_line = 0;
+				p += len;
+			} else if (eof || in_line || (p == 0 &&
+			    have == SCAN_BUF)) {
+				/* A line's tail, or a line over SCAN_BUF. */
+				if (piece(&s, pos + p, buf + p, have - p,
+				    !in_line, 0) == -1)
+					goto out;
+				in_line = 1;
+				p = have;
+			} else
+				break;	/* read the rest of this line first */
+		}
+		if (s.full) {
+			md->end = s.line_off;
+			break;
+		}
+		memmove(buf, buf + p, have - p);
+		pos += p;
+		have -= p;
+	}
+	if (in_line && s.cur != NULL && !s.envelope) {
+		/* The last line had no newline: it goes out with CRLF. */
+		s.cur->size += 2 - (s.line_len >= 1 && s.last == '\r');
+		s.prev_empty = 0;
+	}
+	if (in_line && s.envelope) {
+		/* A "From " line with no newline: a message with no bytes. */
+		s.cur->data = size;
+		s.envelope = 0;
+		s.prev_empty = 0;
+	}
+	finish(&s, s.prev_empty);
+	ret = maildrop_dedup(md);
+out:
+	free(buf);
+	return ret;
+}
+
+/*
+ * Takes the fcntl(2) lock that Debian's delivery agents (exim, postfix,
+ * procmail, mutt) take, waiting at most POP3D_LOCK_WAIT seconds.
+ */
+static int
+delivery_lock(int fd, short type)
+{
+	struct flock fl = { .l_type = type, .l_whence = SEEK_SET };
+	struct timespec nap = { 0, 100 * 1000 * 1000 };
+	int tries = POP3D_LOCK_WAIT * 10;
+
+	while (fcntl(fd, F_SETLK, &fl) == -1) {
+		if ((errno != EAGAIN && errno != EACCES && errno != EINTR) ||
+		    --tries == 0)
+			return -1;
+		nanosleep(&nap, NULL);
+	}
+	return 0;
+}
+
+static void
+delivery_unlock(int fd)
+{
+	struct flock fl = { .l_type = F_UNLCK, .l_whence = SEEK_SET };
+
+	(void)fcntl(fd, F_SETLK, &fl);
+}
+
+static enum md_status
+mbox_open(struct maildrop *md)
+{
+	struct stat st;
+	enum md_status r = MD_TEMP;
+
+	md->fd = open(md->path, O_RDWR | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC |
+	    O_NONBLOCK);
+	if (md->fd == -1) {
+		if (errno == ENOENT)
+			return MD_OK;	/* no mbox yet: an empty maildrop */
+		log_msg(LOG_ERR, "maildrop %s: open: %s", md->path,
+		    strerror(errno));
+		return errno == ELOOP || errno == EACCES || errno == EISDIR ||
+		    errno == EPERM || errno == ENOTDIR ? MD_PERM : MD_TEMP;
+	}
+	if (fstat(md->fd, &st) == -1) {
+		log_msg(LOG_ERR, "maildrop %s: fstat: %s", md->path,
+		    strerror(errno));
+		return MD_TEMP;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		log_msg(LOG_ERR, "maildrop %s: not a regular file", md->path);
+		return MD_PERM;
+	}
+	md->id.dev = st.st_dev;
+	md->id.ino = st.st_ino;
+	if (flock(md->fd, LOCK_EX | LOCK_NB) == -1) {
+		if (errno == EWOULDBLOCK) {
+			log_msg(LOG_NOTICE, "maildrop %s: in use", md->path);
+			return MD_INUSE;
+		}
+		log_msg(LOG_ERR, "maildrop %s: flock: %s", md->path,
+		    strerror(errno));
+		return MD_TEMP;
+	}
+	if (delivery_lock(md->fd, F_RDLCK) == -1) {
+		log_msg(LOG_ERR, "maildrop %s: delivery lock: %s", md->path,
+		    strerror(errno));
+		return MD_TEMP;
+	}
+	/* Under the delivery lock the size is a message boundary. */
+	if (fstat(md->fd, &st) == -1)
+		log_msg(LOG_ERR, "maildrop %s: fstat: %s", md->path,
+		    strerror(errno));
+	else if (mbox_scan(md, md->fd, (uint64_t)st.st_size) == -1) {
+		log_msg(LOG_ERR, "maildrop %s: %s", md->path, errno == EINVAL ?
+		    "not an mbox (does not start with \"From \")" :
+		    strerror(errno));
+		r = errno == EINVAL ? MD_PERM : MD_TEMP;
+	} else
+		r = MD_OK;
+	delivery_unlock(md->fd);
+	if (r == MD_OK && md->end < (uint64_t)st.st_size)
+		log_msg(LOG_WARNING, "maildrop %s: over %d messages, the rest "
+		    "is not shown", md->path, POP3D_MAX_MSGS);
+	return r;
+}
+
+/* Streams stored bytes [off, off + len) through the writer. */
+static enum md_status
+stream(struct maildrop *md, struct io *io, uint64_t off, uint64_t len,
+    long long *lines)
+{
+	static unsigned char buf[COPY_BUF];
+
+	while (len > 0) {
+		size_t want = len < sizeof(buf) ? (size_t)len : sizeof(buf);
+		ssize_t n = pread(md->fd, buf, want, (off_t)off);
+
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			log_msg(LOG_ERR, "maildrop %s: read at %llu: %s",
+			    md->path, (unsigned long long)off,
+			    n == 0 ? "file shrank" : strerror(errno));
+			return MD_TEMP;
+		}
+		size_t used = io_body_write(io, buf, (size_t)n, lines);
+
+		if (lines != NULL && *lines == 0)
+			break;
+		off += used;
+		len -= used;
+	}
+	return MD_OK;
+}
+
+static enum md_status
+mbox_send(struct maildrop *md, struct io *io, size_t i, long long lines)
+{
+	const struct msg *m = &md->msgs[i];
+	enum md_status r;
+
+	io_body_begin(io);
+	if (lines < 0)
+		r = stream(md, io, m->data, m->len, NULL);
+	else if ((r = stream(md, io, m->data, m->hdrlen, NULL)) == MD_OK)
+		r = stream(md, io, m->data + m->hdrlen, m->len - m->hdrlen,
+		    &lines);
+	if (r == MD_OK)
+		io_body_end(io);
+	return r;
+}
+
+/* Moves [src, src + len) down to dst (dst < src), front to back. */
+static int
+move_down(int fd, uint64_t dst, uint64_t src, uint64_t len)
+{
+	static unsigned char buf[COPY_BUF];
+
+	while (len > 0) {
+		size_t want = len < sizeof(buf) ? (size_t)len : sizeof(buf);
+		ssize_t n = pread(fd, buf, want, (off_t)src);
+		size_t done = 0;
+
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n == 0)
+				errno = EIO;
+			return -1;
+		}
+		while (done < (size_t)n) {
+			ssize_t w = pwrite(fd, buf + done, (size_t)n - done,
+			    (off_t)(dst + done));
+
+			if (w == -1) {
+				if (errno == EINTR)
+					continue;
+				return -1;
+			}
+			done += (size_t)w;
+		}
+		dst += (uint64_t)n;
+		src += (uint64_t)n;
+		len -= (uint64_t)n;
+	}
+	return 0;
+}
+
+/*
+ * RFC 1939 §6: removes the deleted messages.  The part of the file behind
+ * the first deleted message is compacted forward in place (the inode, owner
+ * and mode stay; a delivery agent's open descriptor stays valid), and every
+ * byte behind what the table covers (mail delivered during the session) is
+ * kept.  Deleting only trailing messages is a single truncate.
+ */
+static enum md_status
+mbox_update(struct maildrop *md)
+{
+	struct stat st;
+	enum md_status r = MD_TEMP;
+	uint64_t w, now;
+	size_t i, j, first;
+
+	for (first = 0; first < md->count; first++)
+		if (md->msgs[first].flags & MSG_DELETED)
+			break;
+	if (first == md->count)
+		return MD_OK;
+	if (delivery_lock(md->fd, F_WRLCK) == -1) {
+		log_msg(LOG_ERR, "maildrop %s: delivery lock: %s", md->path,
+		    strerror(errno));
+		return MD_TEMP;
+	}
+	if (fstat(md->fd, &st) == -1) {
+		log_msg(LOG_ERR, "maildrop %s: fstat: %s", md->path,
+		    strerror(errno));
+		goto out;
+	}
+	now = (uint64_t)st.st_size;
+	if (now < md->end) {
+		/* Someone else cut the file: our offsets mean nothing now. */
+		log_msg(LOG_ERR, "maildrop %s: shrank from %llu to %llu bytes "
+		    "during the session; nothing deleted", md->path,
+		    (unsigned long long)md->end, (unsigned long long)now);
+		goto out;
+	}
+	/* Runs of kept messages move down, each in one go. */
+	w = md->msgs[first].off;
+	for (i = first + 1; i < md->count; i = j + 1) {
+		uint64_t from, to;
+
+		j = i;
+		if (md->msgs[i].flags & MSG_DELETED)
+			continue;
+		while (j + 1 < md->count &&
+		    !(md->msgs[j + 1].flags & MSG_DELETED))
+			j++;
+		from = md->msgs[i].off;
+		to = j + 1 < md->count ? md->msgs[j + 1].off : md->end;
+		if (move_down(md->fd, w, from, to - from) == -1)
+			goto fail;
+		w += to - from;
+	}
+	/* Mail delivered during the session, or beyond the table's cap. */
+	if (now > md->end) {
+		if (move_down(md->fd, w, md->end, now - md->end) == -1)
+			goto fail;
+		w += now - md->end;
+	}
+	if (fsync(md->fd) == -1 || ftruncate(md->fd, (off_t)w) == -1 ||
+	    fsync(md->fd) == -1) {
+		log_msg(LOG_ERR, "maildrop %s: sync/truncate: %s", md->path,
+		    strerror(errno));
+		goto out;
+	}
+	md->end = w;
+	r = MD_OK;
+	goto out;
+fail:
+	log_msg(LOG_ERR, "maildrop %s: compacting: %s", md->path,
+	    strerror(errno));
+out:
+	delivery_unlock(md->fd);
+	return r;
+}
+
+static void
+mbox_close(struct maildrop *md)
+{
+	if (md->fd != -1)
+		(void)close(md->fd);	/* releases flock and fcntl locks */
+	md->fd = -1;
+}
+
+const struct maildrop_ops mbox_ops = {
+	.name = "mbox",
+	.open = mbox_open,
+	.send = mbox_send,
+	.update = mbox_update,
+	.close = mbox_close,
+};

@@ -1,0 +1,285 @@
+/*
+ * pop3d.h: the types, limits and prototypes that the modules share.
+ *
+ * Every limit below carries the reason for its value; pop3d.8 lists them
+ * for the administrator.  A prototype states its contract: what it returns,
+ * who frees, and what errno says on failure.
+ */
+#ifndef POP3D_H
+#define POP3D_H
+
+#include <sys/types.h>
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define POP3D_VERSION		"0.1"
+
+/*
+ * RFC 2449 §4: a command line is at most 255 octets including CRLF.  The
+ * buffer holds the line without CRLF plus a NUL.
+ */
+#define POP3D_MAX_LINE		255
+/* RFC 1939 §3: an argument is at most 40 characters (PASS excepted). */
+#define POP3D_MAX_ARG		40
+/*
+ * RFC 1939 §3 says ten minutes at least: the default is exactly that.
+ * Shorter values are accepted for tests and for hosts that want them.
+ */
+#define POP3D_TIMEOUT		600
+/* Failed logins before the connection is closed. */
+#define POP3D_MAX_AUTH_FAILS	3
+/* Seconds before a failed login is answered (slows password guessing). */
+#define POP3D_AUTH_DELAY	2
+/*
+ * The message table covers at most this many messages (64 bytes each, so
+ * 64 MB).  Mail beyond the cap is not shown and is kept untouched by
+ * UPDATE, exactly like mail that arrives during the session.
+ */
+#define POP3D_MAX_MSGS		1000000
+/* Seconds to wait for a delivery agent's lock before giving up. */
+#define POP3D_LOCK_WAIT		30
+/* Output buffer: one write per response where the response fits. */
+#define POP3D_OUTBUF		(128 * 1024)
+/* Input buffer: room for many pipelined commands per read. */
+#define POP3D_INBUF		(16 * 1024)
+/* Length of a UIDL as sent: hex of a 128-bit digest, plus a suffix. */
+#define POP3D_UIDL_HEX		32
+#define POP3D_UIDL_MAX		70	/* RFC 1939 §7 */
+
+/* Exit statuses, documented in pop3d.8. */
+#define POP3D_EXIT_OK		0	/* session ended with QUIT */
+#define POP3D_EXIT_CLIENT	1	/* client vanished, timed out, gave up */
+#define POP3D_EXIT_SYS		2	/* system failure (maildrop, update) */
+#define POP3D_EXIT_USAGE	64	/* bad flags (EX_USAGE) */
+#define POP3D_EXIT_CONFIG	78	/* bad configuration (EX_CONFIG) */
+
+struct config {
+	const char	*users_file;	/* -f: flat users file, or NULL */
+	const char	*maildrop;	/* -m: maildrop template */
+	const char	*hostname;	/* -n: name in the greeting */
+	int		 timeout;	/* -t: idle seconds */
+	int		 auth_delay;	/* -D: seconds before a failed login */
+	int		 max_fails;	/* -a: failures before disconnect */
+	int		 log_stderr;	/* -e */
+};
+
+/* log.c */
+void	log_init(int to_stderr);
+/* syslog(3)-style: prio is LOG_ERR, LOG_WARNING, LOG_NOTICE, LOG_INFO. */
+void	log_msg(int prio, const char *fmt, ...)
+	    __attribute__((format(printf, 2, 3)));
+
+/* io.c: the connection. */
+struct io {
+	int		 in, out;
+	int		 timeout_ms;	/* idle deadline for io_readline */
+	size_t		 inoff, inlen;	/* unread input is in[inoff..inlen) */
+	size_t		 outlen;
+	int		 err;		/* sticky: a write failed */
+	/* streaming writer state (io_body_*) */
+	int		 bol;		/* at the start of a line */
+	int		 cr;		/* a CR is held back */
+	unsigned char	 inbuf[POP3D_INBUF];
+	unsigned char	 outbuf[POP3D_OUTBUF];
+};
+
+enum io_line {
+	IO_LINE,		/* a line is in the caller's buffer */
+	IO_TOOLONG,		/* over POP3D_MAX_LINE; discarded up to LF */
+	IO_BADBYTE,		/* NUL or bare CR; discarded up to LF */
+	IO_EOF,			/* the client closed (a partial line dropped) */
+	IO_TIMEOUT,		/* no complete line within the deadline */
+	IO_ERROR		/* read failed; errno set */
+};
+
+/* Sets up buffers on two fds; sets TCP_NODELAY where out is a socket. */
+void	io_init(struct io *, int in, int out, int timeout_secs);
+/*
+ * Reads one command line without its CRLF (a bare LF ends a line too)
+ * into line, which has room for POP3D_MAX_LINE bytes plus NUL.  Flushes
+ * pending output before it blocks.  *len gets the length.
+ */
+enum io_line io_readline(struct io *, char *line, size_t *len);
+/* True when a complete line or more is already buffered (pipelining). */
+int	io_pending(const struct io *);
+/* Appends a formatted response line; CRLF is added.  Never fails: a
+ * write error is sticky and reported by io_flush. */
+void	io_reply(struct io *, const char *fmt, ...)
+	    __attribute__((format(printf, 2, 3)));
+/* Appends raw bytes. */
+void	io_put(struct io *, const void *, size_t);
+/* Writes everything buffered.  0, or -1 with errno after a failed write. */
+int	io_flush(struct io *);
+/*
+ * The streaming writer for a stored message.  io_body_begin resets the line
+ * state; io_body_write converts a chunk of stored bytes: LF and CRLF become
+ * CRLF, a line starting with '.' is stuffed.  When *lines is not negative it
+ * counts down completed lines and the writer stops once it reaches 0,
+ * returning the number of input bytes consumed.  io_body_end closes a last
+ * line that had no newline with CRLF and sends the terminating ".".
+ * The octets this sends (before stuffing) are what mbox_octets counts.
+ */
+void	io_body_begin(struct io *);
+size_t	io_body_write(struct io *, const unsigned char *, size_t,
+	    long long *lines);
+void	io_body_end(struct io *);
+
+/* maildrop.c: the maildrop interface. */
+struct msg {
+	uint64_t	 off;		/* mbox: offset of the "From " line */
+	uint64_t	 data;		/* mbox: offset of the first header byte */
+	uint64_t	 len;		/* stored bytes of the message */
+	uint64_t	 hdrlen;	/* stored bytes of header + empty line */
+	uint64_t	 size;		/* octets as sent, CRLF, unstuffed */
+	unsigned char	 uid[16];	/* digest behind the UIDL */
+	uint32_t	 dup;		/* nth identical copy, 0 for the first */
+	uint32_t	 flags;
+#define MSG_DELETED	0x01
+#define MSG_RETRIEVED	0x02
+};
+
+enum md_status {
+	MD_OK,
+	MD_INUSE,		/* another session holds it: [IN-USE] */
+	MD_TEMP,		/* try later: [SYS/TEMP] */
+	MD_PERM			/* will not work without the admin: [SYS/PERM] */
+};
+
+struct maildrop;
+
+struct maildrop_ops {
+	const char	*name;
+	/* Opens and locks md->path, fills the table. */
+	enum md_status	(*open)(struct maildrop *);
+	/* Streams message i (whole when lines < 0, else header + lines). */
+	enum md_status	(*send)(struct maildrop *, struct io *, size_t i,
+			    long long lines);
+	/* Applies the deletions (RFC 1939 §6, UPDATE). */
+	enum md_status	(*update)(struct maildrop *);
+	void		(*close)(struct maildrop *);
+};
+
+struct maildrop {
+	const struct maildrop_ops *ops;
+	char		*path;
+	int		 fd;		/* the mbox, or -1 */
+	struct msg	*msgs;
+	size_t		 count;		/* messages in the table */
+	size_t		 cap;
+	uint64_t	 end;		/* mbox: bytes the table covers */
+	struct {
+		dev_t	 dev;
+		ino_t	 ino;
+	}		 id;
+	/* counters for the log */
+	size_t		 nretr, ndele;
+	uint64_t	 bretr, bdele;
+};
+
+/*
+ * Opens the maildrop at path (mbox file; a missing file is an empty
+ * maildrop), locks it for the session and builds the message table.
+ * MD_OK, or a status for the response code; the reason is logged.
+ */
+enum md_status	maildrop_open(struct maildrop *, const char *path);
+/* Counts and octets of the messages not marked deleted. */
+void	maildrop_stat(const struct maildrop *, size_t *n, uint64_t *octets);
+/* The printable UIDL of message i into buf (POP3D_UIDL_MAX + 1 bytes). */
+void	maildrop_uidl(const struct maildrop *, size_t i, char *buf);
+/* Appends to the table, growing it; -1 (ENOMEM/EFBIG) on failure. */
+struct msg *maildrop_append(struct maildrop *);
+/* Gives identical copies distinct dup numbers (call after the scan). */
+int	maildrop_dedup(struct maildrop *);
+enum md_status	maildrop_send(struct maildrop *, struct io *, size_t i,
+	    long long lines);
+enum md_status	maildrop_update(struct maildrop *);
+/* Releases locks and memory; safe on a zeroed or closed maildrop. */
+void	maildrop_close(struct maildrop *);
+
+/* mbox.c */
+extern const struct maildrop_ops mbox_ops;
+/*
+ * Scans fd from offset 0 to size and appends its messages to md.
+ * 0, or -1 with errno (EINVAL: not an mbox; EIO: read failed).
+ */
+int	mbox_scan(struct maildrop *, int fd, uint64_t size);
+
+/* auth.c: credentials. */
+struct account {
+	char	 name[POP3D_MAX_ARG + 1];
+	uid_t	 uid;
+	gid_t	 gid;
+	char	 home[1024];
+	char	 maildrop[1024];	/* expanded path */
+};
+
+enum auth_result {
+	AUTH_OK,
+	AUTH_FAIL,		/* [AUTH] */
+	AUTH_TEMP		/* user database unreadable: [SYS/TEMP] */
+};
+
+/* A user name may be used: 1..POP3D_MAX_ARG printable, no '/', no leading '.'. */
+int	auth_valid_name(const char *);
+/*
+ * Checks user and password against the users file (or, without one, fails).
+ * On AUTH_OK fills acct, with the maildrop template expanded.  An unknown
+ * user costs one crypt as a known one does.  Never logs the password.
+ */
+enum auth_result auth_check(const struct config *, const char *user,
+	    const char *pass, struct account *acct);
+/*
+ * Expands %u (user), %h (home) and %% in tmpl into buf of size n.
+ * 0, or -1 on truncation, an unknown escape or a missing home.
+ */
+int	auth_expand(const char *tmpl, const struct account *, char *buf,
+	    size_t n);
+
+/* session.c: the POP3 state machine. */
+enum state {
+	ST_AUTH = 1,
+	ST_TRANS = 2
+};
+
+struct session;
+/* Checks a credential; fills acct on AUTH_OK.  The seam for privsep. */
+typedef enum auth_result (*session_verify_fn)(void *ctx, const char *user,
+	    const char *pass, struct account *acct);
+
+struct session {
+	struct io		*io;
+	const struct config	*cfg;
+	enum state		 state;
+	char			 user[POP3D_MAX_ARG + 1];	/* after USER */
+	int			 fails;
+	int			 update_failed;	/* QUIT answered -ERR */
+	struct account		 acct;
+	struct maildrop		*md;
+	session_verify_fn	 verify;
+	void			*verify_ctx;
+};
+
+enum session_end {
+	SESSION_LOGIN,		/* authenticated: acct is filled */
+	SESSION_QUIT,		/* QUIT: deletions applied (or none) */
+	SESSION_GONE,		/* EOF, timeout, I/O error: nothing applied */
+	SESSION_FAILED		/* too many failures, or UPDATE failed */
+};
+
+void	session_init(struct session *, struct io *, const struct config *,
+	    session_verify_fn, void *ctx);
+/* Sends the greeting. */
+void	session_greet(struct session *);
+/* Runs AUTHORIZATION until a login, QUIT, failure or end. */
+enum session_end session_authorize(struct session *);
+/* Runs TRANSACTION on an opened maildrop; QUIT runs UPDATE. */
+enum session_end session_transaction(struct session *, struct maildrop *);
+/*
+ * Parses a message number: digits only, no sign, no overflow.
+ * 0 and the number into *n, or -1.
+ */
+int	session_number(const char *, uint64_t *n);
+
+#endif /* POP3D_H */
