@@ -36,7 +36,7 @@ endif
 ALL_CFLAGS  = $(WARN) $(MODE) -D_GNU_SOURCE -MMD -MP $(DEPS_CFLAGS) $(CFLAGS) $(TESTHOOKS)
 ALL_LDFLAGS = $(MODELD) $(LDFLAGS)
 
-LIBSRC	= auth.c io.c log.c maildrop.c mbox.c session.c
+LIBSRC	= auth.c io.c log.c maildir.c maildrop.c mbox.c session.c
 LIBOBJ	= $(LIBSRC:%.c=$(O)/%.o)
 UNITSRC	= $(wildcard tests/unit/test_*.c)
 UNITBIN	= $(UNITSRC:tests/unit/%.c=$(O)/%)
@@ -64,20 +64,30 @@ $(O)/test_%: tests/unit/test_%.c $(O)/libpop3d.a | $(O)
 
 unit: $(UNITBIN)
 
-# Every test: unit, end-to-end, real clients.  One summary line at the end.
+# Every test, in three passes (tests/run): the hardened build, the same
+# under ASan + UBSan, and the end-to-end suite under valgrind.  One summary
+# line at the end.  `make check` runs only the first pass.
 test: all unit
-	O=$(O) tests/run
+	$(MAKE) SAN=1 all unit
+	tests/run
+
+check: all unit
+	PASSES=release tests/run
 
 asan:
 	$(MAKE) SAN=1 all unit
-	O=obj-san tests/run
+	PASSES=sanitizers tests/run
 
 valgrind: all unit
-	O=$(O) VALGRIND=1 tests/run
+	PASSES=valgrind tests/run
+
+# The seed scenario on 127.0.0.1 under systemd-socket-activate (README.md).
+demo: all
+	contrib/demo.sh
 
 clean:
 	rm -rf obj obj-san pop3d
 
 -include $(wildcard $(O)/*.d)
 
-.PHONY: all unit test asan valgrind clean
+.PHONY: all unit test check asan valgrind demo clean

@@ -17,6 +17,27 @@
 
 #include "pop3d.h"
 
+/*
+ * A Maildir is a directory with cur/, new/ and tmp/.  Following a symlink
+ * here is harmless: the store opens the path itself and refuses links.
+ */
+static int
+is_maildir(const char *path)
+{
+	static const char *const sub[] = { "cur", "new", "tmp" };
+	struct stat st;
+	char p[1100];
+	size_t i;
+
+	if (stat(path, &st) == -1 || !S_ISDIR(st.st_mode))
+		return 0;
+	for (i = 0; i < 3; i++)
+		if ((size_t)snprintf(p, sizeof(p), "%s/%s", path, sub[i]) >=
+		    sizeof(p) || stat(p, &st) == -1 || !S_ISDIR(st.st_mode))
+			return 0;
+	return 1;
+}
+
 enum md_status
 maildrop_open(struct maildrop *md, const char *path)
 {
@@ -28,7 +49,8 @@ maildrop_open(struct maildrop *md, const char *path)
 		log_msg(LOG_ERR, "maildrop %s: %s", path, strerror(errno));
 		return MD_TEMP;
 	}
-	md->ops = &mbox_ops;
+	md->lockfd = -1;
+	md->ops = is_maildir(path) ? &maildir_ops : &mbox_ops;
 	r = md->ops->open(md);
 	if (r != MD_OK)
 		maildrop_close(md);
@@ -56,6 +78,10 @@ maildrop_uidl(const struct maildrop *md, size_t i, char *buf)
 	const struct msg *m = &md->msgs[i];
 	size_t j;
 
+	if (md->ops != NULL && md->ops->uidl != NULL) {
+		md->ops->uidl(md, i, buf);
+		return;
+	}
 	for (j = 0; j < sizeof(m->uid); j++) {
 		buf[2 * j] = hex[m->uid[j] >> 4];
 		buf[2 * j + 1] = hex[m->uid[j] & 0xf];
@@ -170,5 +196,8 @@ maildrop_close(struct maildrop *md)
 	md->count = md->cap = 0;
 	free(md->path);
 	md->path = NULL;
+	free(md->names);
+	md->names = NULL;
+	md->names_len = md->names_cap = 0;
 	md->ops = NULL;
 }

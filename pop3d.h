@@ -128,8 +128,11 @@ void	io_body_end(struct io *);
 
 /* maildrop.c: the maildrop interface. */
 struct msg {
-	uint64_t	 off;		/* mbox: offset of the "From " line */
-	uint64_t	 data;		/* mbox: offset of the first header byte */
+	uint64_t	 off;		/* mbox: offset of the "From " line;
+					   Maildir: offset of the name in
+					   maildrop.names */
+	uint64_t	 data;		/* mbox: offset of the first header byte;
+					   Maildir: MSG_* flags of the store */
 	uint64_t	 len;		/* stored bytes of the message */
 	uint64_t	 hdrlen;	/* stored bytes of header + empty line */
 	uint64_t	 size;		/* octets as sent, CRLF, unstuffed */
@@ -159,12 +162,17 @@ struct maildrop_ops {
 	/* Applies the deletions (RFC 1939 §6, UPDATE). */
 	enum md_status	(*update)(struct maildrop *);
 	void		(*close)(struct maildrop *);
+	/* The UIDL of message i; NULL: the hex digest in msg.uid. */
+	void		(*uidl)(const struct maildrop *, size_t i, char *buf);
 };
 
 struct maildrop {
 	const struct maildrop_ops *ops;
 	char		*path;
-	int		 fd;		/* the mbox, or -1 */
+	int		 fd;		/* the mbox or Maildir directory, or -1 */
+	int		 lockfd;	/* Maildir: the session lock, or -1 */
+	char		*names;		/* Maildir: "new/..." NUL-terminated */
+	size_t		 names_len, names_cap;
 	struct msg	*msgs;
 	size_t		 count;		/* messages in the table */
 	size_t		 cap;
@@ -179,7 +187,8 @@ struct maildrop {
 };
 
 /*
- * Opens the maildrop at path (mbox file; a missing file is an empty
+ * Opens the maildrop at path (a directory with cur/, new/ and tmp/ is a
+ * Maildir, anything else an mbox file; a missing file is an empty
  * maildrop), locks it for the session and builds the message table.
  * MD_OK, or a status for the response code; the reason is logged.
  */
@@ -200,6 +209,8 @@ void	maildrop_close(struct maildrop *);
 
 /* mbox.c */
 extern const struct maildrop_ops mbox_ops;
+/* maildir.c */
+extern const struct maildrop_ops maildir_ops;
 /*
  * Scans fd from offset 0 to size and appends its messages to md.
  * 0, or -1 with errno (EINVAL: not an mbox; EIO: read failed).
