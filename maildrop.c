@@ -162,6 +162,12 @@ maildrop_dedup(struct maildrop *md)
 }
 
 enum md_status
+maildrop_check(struct maildrop *md, size_t i)
+{
+	return md->ops->check != NULL ? md->ops->check(md, i) : MD_OK;
+}
+
+enum md_status
 maildrop_send(struct maildrop *md, struct io *io, size_t i, long long lines)
 {
 	return md->ops->send(md, io, i, lines);

@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <md5.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -272,32 +273,109 @@ out:
 	return ret;
 }
 
+/* A dotlock older than this was left by a crash (as liblockfile holds). */
+#define DOTLOCK_STALE	300
+
 /*
- * Takes the fcntl(2) lock that Debian's delivery agents (exim, postfix,
- * procmail, mutt) take, waiting at most POP3D_LOCK_WAIT seconds.
+ * Creates <mbox>.lock the way that is safe even on NFS: a unique file,
+ * link(2)ed to the lock name, and the link count tells whether we won.
+ * 1 taken, 0 busy, -1 cannot (the directory does not let us: then we go
+ * on without, as delivery agents do).
  */
 static int
-delivery_lock(int fd, short type)
+dotlock_take(struct maildrop *md)
 {
-	struct flock fl = { .l_type = type, .l_whence = SEEK_SET };
-	struct timespec nap = { 0, 100 * 1000 * 1000 };
-	int tries = POP3D_LOCK_WAIT * 10;
+	char lock[1100], tmp[1200], host[64];
+	struct stat st;
+	int fd, won;
 
-	while (fcntl(fd, F_SETLK, &fl) == -1) {
-		if ((errno != EAGAIN && errno != EACCES && errno != EINTR) ||
-		    --tries == 0)
-			return -1;
-		nanosleep(&nap, NULL);
+	if ((size_t)snprintf(lock, sizeof(lock), "%s.lock", md->path) >=
+	    sizeof(lock))
+		return -1;
+	if (gethostname(host, sizeof(host)) == -1)
+		strlcpy(host, "localhost", sizeof(host));
+	host[sizeof(host) - 1] = '\0';
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.%ld.%s", lock,
+	    (long)getpid(), host) >= sizeof(tmp))
+		return -1;
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+	    0644);
+	if (fd == -1)
+		return -1;
+	dprintf(fd, "%ld\n", (long)getpid());
+	(void)close(fd);
+	/* NFS may report a failed link that succeeded: the count decides. */
+	won = link(tmp, lock) == 0 || errno != ENOENT;
+	won = won && stat(tmp, &st) == 0 && st.st_nlink == 2;
+	(void)unlink(tmp);
+	if (won)
+		return 1;
+	if (lstat(lock, &st) == 0 && time(NULL) - st.st_mtime > DOTLOCK_STALE) {
+		log_msg(LOG_WARNING, "maildrop %s: removing stale %s", md->path,
+		    lock);
+		(void)unlink(lock);
 	}
 	return 0;
 }
 
 static void
-delivery_unlock(int fd)
+dotlock_drop(struct maildrop *md)
+{
+	char lock[1100];
+
+	if (!md->dotlock)
+		return;
+	md->dotlock = 0;
+	if ((size_t)snprintf(lock, sizeof(lock), "%s.lock", md->path) <
+	    sizeof(lock) && unlink(lock) == -1)
+		log_msg(LOG_ERR, "maildrop %s: removing %s: %s", md->path,
+		    lock, strerror(errno));
+}
+
+/*
+ * Takes the locks of Debian's delivery agents, in their order (postfix:
+ * fcntl, then dotlock), waiting at most POP3D_LOCK_WAIT seconds.  When the
+ * dotlock is busy the fcntl lock is given back before the next try, so
+ * that a program that locks the other way round cannot deadlock with us.
+ */
+static int
+delivery_lock(struct maildrop *md, short type)
+{
+	struct flock fl = { .l_type = type, .l_whence = SEEK_SET };
+	struct timespec nap = { 0, 100 * 1000 * 1000 };
+	int tries = POP3D_LOCK_WAIT * 10;
+
+	for (;; nanosleep(&nap, NULL)) {
+		if (--tries == 0) {
+			errno = EWOULDBLOCK;
+			return -1;
+		}
+		if (fcntl(md->fd, F_SETLK, &fl) == -1) {
+			if (errno != EAGAIN && errno != EACCES &&
+			    errno != EINTR)
+				return -1;
+			continue;
+		}
+		switch (dotlock_take(md)) {
+		case 1:
+			md->dotlock = 1;
+			return 0;
+		case -1:
+			return 0;	/* no dotlock possible here */
+		}
+		fl.l_type = F_UNLCK;
+		(void)fcntl(md->fd, F_SETLK, &fl);
+		fl.l_type = type;
+	}
+}
+
+static void
+delivery_unlock(struct maildrop *md)
 {
 	struct flock fl = { .l_type = F_UNLCK, .l_whence = SEEK_SET };
 
-	(void)fcntl(fd, F_SETLK, &fl);
+	dotlock_drop(md);
+	(void)fcntl(md->fd, F_SETLK, &fl);
 }
 
 static enum md_status
@@ -306,6 +384,7 @@ mbox_open(struct maildrop *md)
 	struct stat st;
 	enum md_status r = MD_TEMP;
 
+	st.st_size = 0;
 	md->fd = open(md->path, O_RDWR | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC |
 	    O_NONBLOCK);
 	if (md->fd == -1) {
@@ -336,23 +415,26 @@ mbox_open(struct maildrop *md)
 		    strerror(errno));
 		return MD_TEMP;
 	}
-	if (delivery_lock(md->fd, F_RDLCK) == -1) {
+	/* A write lock: a journal left by a crash may have to be replayed. */
+	if (delivery_lock(md, F_WRLCK) == -1) {
 		log_msg(LOG_ERR, "maildrop %s: delivery lock: %s", md->path,
 		    strerror(errno));
 		return MD_TEMP;
 	}
+	r = journal_recover(md);
 	/* Under the delivery lock the size is a message boundary. */
-	if (fstat(md->fd, &st) == -1)
+	if (r == MD_OK && fstat(md->fd, &st) == -1) {
 		log_msg(LOG_ERR, "maildrop %s: fstat: %s", md->path,
 		    strerror(errno));
-	else if (mbox_scan(md, md->fd, (uint64_t)st.st_size) == -1) {
+		r = MD_TEMP;
+	}
+	if (r == MD_OK && mbox_scan(md, md->fd, (uint64_t)st.st_size) == -1) {
 		log_msg(LOG_ERR, "maildrop %s: %s", md->path, errno == EINVAL ?
 		    "not an mbox (does not start with \"From \")" :
 		    strerror(errno));
 		r = errno == EINVAL ? MD_PERM : MD_TEMP;
-	} else
-		r = MD_OK;
-	delivery_unlock(md->fd);
+	}
+	delivery_unlock(md);
 	if (r == MD_OK && md->end < (uint64_t)st.st_size)
 		log_msg(LOG_WARNING, "maildrop %s: over %d messages, the rest "
 		    "is not shown", md->path, POP3D_MAX_MSGS);
@@ -405,117 +487,124 @@ mbox_send(struct maildrop *md, struct io *io, size_t i, long long lines)
 	return r;
 }
 
-/* Moves [src, src + len) down to dst (dst < src), front to back. */
+/*
+ * Was the mbox changed under us other than by appending (a mail reader
+ * expunged or rewrote it)?  Then offsets from the scan are stale.  Cheap
+ * checks that any such rewrite trips: the file is no shorter than the part
+ * the table covers, and each message's "From " line is where it was, at
+ * the start of a line.  -1 (logged) when it changed or cannot be read.
+ */
 static int
-move_down(int fd, uint64_t dst, uint64_t src, uint64_t len)
+changed(struct maildrop *md, size_t first, size_t last)
 {
-	static unsigned char buf[COPY_BUF];
+	struct stat st;
+	size_t i;
 
-	while (len > 0) {
-		size_t want = len < sizeof(buf) ? (size_t)len : sizeof(buf);
-		ssize_t n = pread(fd, buf, want, (off_t)src);
-		size_t done = 0;
+	if (fstat(md->fd, &st) == -1 || st.st_ino != md->id.ino ||
+	    (uint64_t)st.st_size < md->end)
+		goto stale;
+	for (i = first; i <= last && i < md->count; i++) {
+		unsigned char b[6];
+		uint64_t off = md->msgs[i].off;
 
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			if (n == 0)
-				errno = EIO;
-			return -1;
-		}
-		while (done < (size_t)n) {
-			ssize_t w = pwrite(fd, buf + done, (size_t)n - done,
-			    (off_t)(dst + done));
-
-			if (w == -1) {
-				if (errno == EINTR)
-					continue;
-				return -1;
-			}
-			done += (size_t)w;
-		}
-		dst += (uint64_t)n;
-		src += (uint64_t)n;
-		len -= (uint64_t)n;
+		if (off == 0) {
+			if (pread(md->fd, b + 1, 5, 0) != 5 ||
+			    memcmp(b + 1, "From ", 5) != 0)
+				goto stale;
+		} else if (pread(md->fd, b, 6, (off_t)off - 1) != 6 ||
+		    memcmp(b, "\nFrom ", 6) != 0)
+			goto stale;
 	}
 	return 0;
+stale:
+	log_msg(LOG_ERR, "maildrop %s: changed during the session by another "
+	    "program (not by appending); refusing to use stale offsets",
+	    md->path);
+	return -1;
+}
+
+static enum md_status
+mbox_check(struct maildrop *md, size_t i)
+{
+	/* The message and the one behind it (whose "From " ends it). */
+	return changed(md, i, i + 1) == -1 ? MD_TEMP : MD_OK;
 }
 
 /*
  * RFC 1939 §6: removes the deleted messages.  The part of the file behind
- * the first deleted message is compacted forward in place (the inode, owner
- * and mode stay; a delivery agent's open descriptor stays valid), and every
- * byte behind what the table covers (mail delivered during the session) is
- * kept.  Deleting only trailing messages is a single truncate.
+ * the first deleted message moves down in place (the inode, owner and mode
+ * stay; a delivery agent's open descriptor stays valid) through a redo
+ * journal, and every byte behind what the table covers (mail delivered
+ * during the session) is kept.  Deleting only trailing messages, with no
+ * mail behind them, is a single truncate and needs no journal.
  */
 static enum md_status
 mbox_update(struct maildrop *md)
 {
 	struct stat st;
+	struct jrange *rg = NULL;
 	enum md_status r = MD_TEMP;
 	uint64_t w, now;
-	size_t i, j, first;
+	size_t i, j, first, n = 0;
 
 	for (first = 0; first < md->count; first++)
 		if (md->msgs[first].flags & MSG_DELETED)
 			break;
 	if (first == md->count)
 		return MD_OK;
-	if (delivery_lock(md->fd, F_WRLCK) == -1) {
+	if (delivery_lock(md, F_WRLCK) == -1) {
 		log_msg(LOG_ERR, "maildrop %s: delivery lock: %s", md->path,
 		    strerror(errno));
 		return MD_TEMP;
 	}
+	if (changed(md, 0, md->count - 1) == -1)
+		goto out;
 	if (fstat(md->fd, &st) == -1) {
 		log_msg(LOG_ERR, "maildrop %s: fstat: %s", md->path,
 		    strerror(errno));
 		goto out;
 	}
 	now = (uint64_t)st.st_size;
-	if (now < md->end) {
-		/* Someone else cut the file: our offsets mean nothing now. */
-		log_msg(LOG_ERR, "maildrop %s: shrank from %llu to %llu bytes "
-		    "during the session; nothing deleted", md->path,
-		    (unsigned long long)md->end, (unsigned long long)now);
+	/* The plan: runs of kept messages move down, each in one go. */
+	if ((rg = reallocarray(NULL, md->count - first + 1, sizeof(*rg))) ==
+	    NULL) {
+		log_msg(LOG_ERR, "maildrop %s: %s", md->path, strerror(errno));
 		goto out;
 	}
-	/* Runs of kept messages move down, each in one go. */
 	w = md->msgs[first].off;
 	for (i = first + 1; i < md->count; i = j + 1) {
-		uint64_t from, to;
-
 		j = i;
 		if (md->msgs[i].flags & MSG_DELETED)
 			continue;
 		while (j + 1 < md->count &&
 		    !(md->msgs[j + 1].flags & MSG_DELETED))
 			j++;
-		from = md->msgs[i].off;
-		to = j + 1 < md->count ? md->msgs[j + 1].off : md->end;
-		if (move_down(md->fd, w, from, to - from) == -1)
-			goto fail;
-		w += to - from;
+		rg[n].dst = w;
+		rg[n].src = md->msgs[i].off;
+		rg[n].len = (j + 1 < md->count ? md->msgs[j + 1].off :
+		    md->end) - rg[n].src;
+		w += rg[n++].len;
 	}
 	/* Mail delivered during the session, or beyond the table's cap. */
 	if (now > md->end) {
-		if (move_down(md->fd, w, md->end, now - md->end) == -1)
-			goto fail;
-		w += now - md->end;
+		rg[n].dst = w;
+		rg[n].src = md->end;
+		rg[n].len = now - md->end;
+		w += rg[n++].len;
 	}
-	if (fsync(md->fd) == -1 || ftruncate(md->fd, (off_t)w) == -1 ||
-	    fsync(md->fd) == -1) {
-		log_msg(LOG_ERR, "maildrop %s: sync/truncate: %s", md->path,
+	if (n > 0)
+		r = journal_compact(md, rg, n, now, w);
+	else if (FAULT("ftruncate") || ftruncate(md->fd, (off_t)w) == -1 ||
+	    FAULT("fsync") || fsync(md->fd) == -1)
+		log_msg(LOG_ERR, "maildrop %s: truncating: %s", md->path,
 		    strerror(errno));
-		goto out;
-	}
-	md->end = w;
-	r = MD_OK;
-	goto out;
-fail:
-	log_msg(LOG_ERR, "maildrop %s: compacting: %s", md->path,
-	    strerror(errno));
+	else
+		r = MD_OK;
+	if (r == MD_OK)
+		md->end = w;
 out:
-	delivery_unlock(md->fd);
+	free(rg);
+	delivery_unlock(md);
 	return r;
 }
 
@@ -533,4 +622,5 @@ const struct maildrop_ops mbox_ops = {
 	.send = mbox_send,
 	.update = mbox_update,
 	.close = mbox_close,
+	.check = mbox_check,
 };

@@ -100,13 +100,33 @@ log_peer(void)
 static int
 become(const struct account *a)
 {
+	gid_t groups[2];
+	int ngroups = 1;
+	struct stat st;
+	char dir[sizeof(a->maildrop)], *slash;
+
 	if (geteuid() != 0)
 		return 0;
 	if (a->uid == 0 || a->gid == 0) {
 		log_msg(LOG_ERR, "refusing to serve %s as root", a->name);
 		return -1;
 	}
-	if (setgroups(1, &a->gid) == -1 ||
+	groups[0] = a->gid;
+	/*
+	 * Debian's spool is root:mail 2775 and delivery agents make their
+	 * dotlocks there through group mail; keeping that group (never root's)
+	 * lets the session make its dotlock and journal beside the mbox too,
+	 * as Dovecot's mail_privileged_group does.
+	 */
+	strlcpy(dir, a->maildrop, sizeof(dir));
+	if ((slash = strrchr(dir, '/')) != NULL && slash != dir) {
+		*slash = '\0';
+		if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode) &&
+		    (st.st_mode & S_IWGRP) && st.st_gid != 0 &&
+		    st.st_gid != a->gid)
+			groups[ngroups++] = st.st_gid;
+	}
+	if (setgroups((size_t)ngroups, groups) == -1 ||
 	    setresgid(a->gid, a->gid, a->gid) == -1 ||
 	    setresuid(a->uid, a->uid, a->uid) == -1) {
 		log_msg(LOG_ERR, "switching to uid %lu gid %lu: %s",
@@ -236,15 +256,18 @@ main(int argc, char *argv[])
 		break;
 	default:
 		status = POP3D_EXIT_CLIENT;
+		break;
+	}
+	if (status != POP3D_EXIT_OK) {
 		md.ndele = 0;
 		md.bdele = 0;
-		break;
 	}
 	maildrop_stat(&md, &kept, &octets);
 	if (status != POP3D_EXIT_OK)
 		kept = md.count;
 	log_msg(LOG_INFO, "%s: user=%s retrieved=%zu/%llu deleted=%zu/%llu "
 	    "kept=%zu", status == POP3D_EXIT_OK ? "quit" :
+	    status == POP3D_EXIT_SYS ? "quit failed, nothing deleted" :
 	    "ended without QUIT, nothing deleted", s.acct.name, md.nretr,
 	    (unsigned long long)md.bretr, md.ndele,
 	    (unsigned long long)md.bdele, kept);

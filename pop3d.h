@@ -162,6 +162,11 @@ struct maildrop_ops {
 	/* Applies the deletions (RFC 1939 §6, UPDATE). */
 	enum md_status	(*update)(struct maildrop *);
 	void		(*close)(struct maildrop *);
+	/*
+	 * Before RETR/TOP of message i: MD_OK, or MD_TEMP when the store
+	 * changed under the session so that i cannot be sent.  May be NULL.
+	 */
+	enum md_status	(*check)(struct maildrop *, size_t i);
 	/* The UIDL of message i; NULL: the hex digest in msg.uid. */
 	void		(*uidl)(const struct maildrop *, size_t i, char *buf);
 };
@@ -171,6 +176,7 @@ struct maildrop {
 	char		*path;
 	int		 fd;		/* the mbox or Maildir directory, or -1 */
 	int		 lockfd;	/* Maildir: the session lock, or -1 */
+	int		 dotlock;	/* mbox: we hold <path>.lock */
 	char		*names;		/* Maildir: "new/..." NUL-terminated */
 	size_t		 names_len, names_cap;
 	struct msg	*msgs;
@@ -201,6 +207,8 @@ void	maildrop_uidl(const struct maildrop *, size_t i, char *buf);
 struct msg *maildrop_append(struct maildrop *);
 /* Gives identical copies distinct dup numbers (call after the scan). */
 int	maildrop_dedup(struct maildrop *);
+/* Whether message i can still be sent (see maildrop_ops.check). */
+enum md_status	maildrop_check(struct maildrop *, size_t i);
 enum md_status	maildrop_send(struct maildrop *, struct io *, size_t i,
 	    long long lines);
 enum md_status	maildrop_update(struct maildrop *);
@@ -216,6 +224,38 @@ extern const struct maildrop_ops maildir_ops;
  * 0, or -1 with errno (EINVAL: not an mbox; EIO: read failed).
  */
 int	mbox_scan(struct maildrop *, int fd, uint64_t size);
+
+/* journal.c: crash-safe compaction of an mbox. */
+struct jrange {
+	uint64_t	 dst, src, len;	/* move [src, src+len) to dst */
+};
+/*
+ * Moves the n ranges (dst below src, in ascending order) of the open mbox
+ * md->fd, orig bytes long, through a redo journal beside it and truncates
+ * it to final.  MD_OK; MD_PERM when no journal can be created (nothing
+ * touched); MD_TEMP on any other failure (the mbox is as it was, or as the
+ * journal will complete it at the next journal_recover).
+ */
+enum md_status	journal_compact(struct maildrop *, const struct jrange *,
+	    size_t n, uint64_t orig, uint64_t final);
+/*
+ * Called at open with the mbox write-locked: replays a complete journal
+ * left by a crash, or discards an incomplete one.  MD_OK when the mbox is
+ * consistent; MD_TEMP when it could not be made so (logged).
+ */
+enum md_status	journal_recover(struct maildrop *);
+
+/*
+ * Fault injection for tests (built with -DPOP3D_FAULTS only): FAULT(op)
+ * before a mutating system call makes it fail or kills the process, as
+ * the environment variable POP3D_FAULT says (journal.c).
+ */
+#ifdef POP3D_FAULTS
+int	fault_check(const char *op);
+#define FAULT(op)	(fault_check(op) == -1)
+#else
+#define FAULT(op)	0
+#endif
 
 /* auth.c: credentials. */
 struct account {

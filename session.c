@@ -301,6 +301,11 @@ send_msg(struct session *s, uint64_t n, long long lines)
 
 	if ((m = lookup(s, n)) == NULL)
 		return OUT_CONTINUE;
+	if (maildrop_check(s->md, (size_t)(n - 1)) != MD_OK) {
+		io_reply(s->io, "-ERR [SYS/TEMP] maildrop changed by another "
+		    "program; log in again");
+		return OUT_CONTINUE;
+	}
 	if (lines < 0)
 		io_reply(s->io, "+OK %llu octets",
 		    (unsigned long long)m->size);
