@@ -23,10 +23,16 @@ CRIT_LIBS   := $(shell $(PKG_CONFIG) --libs criterion 2>/dev/null)
 
 # SAN=1 builds everything (binary, library, unit tests) with the sanitizers
 # into obj-san/, so that it never mixes with the release objects.
+# FI=1 builds the fault-injection binary for the crash tests into obj-fi/
+# (FAULT() hooks in UPDATE, see journal.c); the release build has none.
 ifeq ($(SAN),1)
 O	= obj-san
 MODE	= $(SANFLAGS)
 MODELD	= $(SANFLAGS)
+else ifeq ($(FI),1)
+O	= obj-fi
+MODE	= $(HARDEN) -DPOP3D_FAULTS
+MODELD	= $(HARDLD)
 else
 O	= obj
 MODE	= $(HARDEN)
@@ -42,7 +48,7 @@ UNITSRC	= $(wildcard tests/unit/test_*.c)
 UNITBIN	= $(UNITSRC:tests/unit/%.c=$(O)/%)
 
 all: $(O)/pop3d
-ifneq ($(SAN),1)
+ifeq ($(O),obj)
 	@ln -sf $(O)/pop3d pop3d
 endif
 
@@ -69,9 +75,11 @@ unit: $(UNITBIN)
 # line at the end.  `make check` runs only the first pass.
 test: all unit
 	$(MAKE) SAN=1 all unit
+	$(MAKE) FI=1 all
 	tests/run
 
 check: all unit
+	$(MAKE) FI=1 all
 	PASSES=release tests/run
 
 asan:
@@ -86,7 +94,7 @@ demo: all
 	contrib/demo.sh
 
 clean:
-	rm -rf obj obj-san pop3d
+	rm -rf obj obj-san obj-fi pop3d
 
 -include $(wildcard $(O)/*.d)
 

@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <md5.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -277,6 +278,36 @@ out:
 #define DOTLOCK_STALE	300
 
 /*
+ * A dotlock is stale when it is older than DOTLOCK_STALE, or when the
+ * process whose pid it holds (liblockfile's convention) is gone, so that a
+ * session killed in UPDATE does not lock its user out for minutes.
+ */
+static int
+dotlock_stale(const char *lock)
+{
+	struct stat st;
+	char buf[32];
+	ssize_t n;
+	long pid;
+	int fd;
+
+	if (lstat(lock, &st) == -1 || !S_ISREG(st.st_mode))
+		return 0;
+	if (time(NULL) - st.st_mtime > DOTLOCK_STALE)
+		return 1;
+	if ((fd = open(lock, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) == -1)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	(void)close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	if (sscanf(buf, "%ld", &pid) != 1 || pid <= 0)
+		return 0;
+	return kill((pid_t)pid, 0) == -1 && errno == ESRCH;
+}
+
+/*
  * Creates <mbox>.lock the way that is safe even on NFS: a unique file,
  * link(2)ed to the lock name, and the link count tells whether we won.
  * 1 taken, 0 busy, -1 cannot (the directory does not let us: then we go
@@ -310,7 +341,7 @@ dotlock_take(struct maildrop *md)
 	(void)unlink(tmp);
 	if (won)
 		return 1;
-	if (lstat(lock, &st) == 0 && time(NULL) - st.st_mtime > DOTLOCK_STALE) {
+	if (dotlock_stale(lock)) {
 		log_msg(LOG_WARNING, "maildrop %s: removing stale %s", md->path,
 		    lock);
 		(void)unlink(lock);

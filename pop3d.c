@@ -204,6 +204,8 @@ main(int argc, char *argv[])
 	fd_hygiene(cfg.log_stderr);
 	(void)setrlimit(RLIMIT_CORE, &nocore);
 	(void)signal(SIGPIPE, SIG_IGN);
+	/* Over RLIMIT_FSIZE a write fails with EFBIG, and UPDATE backs out. */
+	(void)signal(SIGXFSZ, SIG_IGN);
 	(void)prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
 	if (cfg.hostname == NULL) {
 		if (gethostname(host, sizeof(host)) == -1)

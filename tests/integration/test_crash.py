@@ -1,0 +1,338 @@
+#!/usr/bin/env python3
+"""Mail is never lost: fault injection into UPDATE (QUIT) of an mbox.
+
+For every mutating step of UPDATE (write, fsync, ftruncate, rename,
+unlink, close), the fault-injection build (obj-fi/pop3d, -DPOP3D_FAULTS)
+fails that step with EIO or ENOSPC, or is killed right there.  Then a new
+session opens the maildrop (replaying or discarding the journal) and the
+mbox must be exactly one of two things: the original with the mail that was
+delivered during the session behind it (nothing deleted), or the same with
+exactly the deleted messages gone.  Plus random SIGKILLs during QUIT of a
+large mbox, a full disk through RLIMIT_FSIZE and a real small tmpfs, and a
+spool without room for a journal.
+"""
+import os
+import random
+import resource
+import signal
+import subprocess
+import time
+
+import pop3test as T
+from pop3test import test, check, eq, fail
+
+FI_BIN = os.environ.get("POP3D_FI_BIN") or os.path.join(T.REPO, "obj-fi",
+                                                        "pop3d")
+
+
+def msgs(n, big=()):
+    """n distinct messages; those numbered in big get ~150 KB bodies, so
+    that they take several journal buffers, with dot and From lines."""
+    out = []
+    for i in range(1, n + 1):
+        if i in big:
+            body = b"".join(b"line %d of a big one\n.dot\n>From x\n" % k
+                            for k in range(4000))
+            out.append(T.message(i, body=body))
+        else:
+            out.append(T.message(i))
+    return out
+
+
+def expected(msgs_, deleted, tail=b""):
+    keep = [(T.envelope(i + 1), m) for i, m in enumerate(msgs_)
+            if i + 1 not in deleted]
+    return (T.mbox_bytes(keep) if keep else b"") + tail
+
+
+def run(env, binary, script, fault=None, limit_fsize=None, append=None,
+        user="u", errors=None):
+    """One session: login, the script, QUIT.  append (bytes) is delivered
+    to the mbox after login, as mail arriving during the session.  errors:
+    a list that gets pop3d's stderr lines.  Returns (output, returncode)."""
+    e = dict(os.environ)
+    e.pop("POP3D_FAULT", None)
+    if fault:
+        e["POP3D_FAULT"] = fault
+
+    def pre():
+        if limit_fsize is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE,
+                               (limit_fsize, limit_fsize))
+
+    errf = os.path.join(env.dir, "crash.stderr")
+    with open(errf, "wb") as ef:
+        p = subprocess.Popen([binary] + env.argv(), stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=ef,
+                             env=e, preexec_fn=pre)
+    first = "USER %s\r\nPASS pw\r\n" % user
+    p.stdin.write(first.encode())
+    p.stdin.flush()
+    # Wait for the login's answer before delivering, so the scan is done.
+    got = b""
+    while got.count(b"\r\n") < 3:
+        b = p.stdout.read1(4096)
+        if not b:
+            break
+        got += b
+    if append is not None:
+        with open(env.mbox(user), "ab") as f:
+            f.write(append)
+    try:
+        p.stdin.write((script + "QUIT\r\n").encode())
+        p.stdin.close()
+    except BrokenPipeError:
+        pass
+    out = p.stdout.read()
+    p.stdout.close()
+    p.wait(timeout=60)
+    if errors is not None:
+        with open(errf, "rb") as ef:
+            errors.extend(ef.read().decode("latin-1").splitlines())
+    return (got + out).decode("latin-1"), p.returncode
+
+
+def recover(env, user="u"):
+    """A normal session that only logs in and quits: it replays or
+    discards a journal.  Returns the mbox bytes after it."""
+    out, rc = run(env, T.BIN, "", user=user)
+    check("+OK" in out.split("\r\n")[2] if len(out.split("\r\n")) > 2
+          else False, "recovery login failed: %r" % out[-300:])
+    eq(rc, 0, "recovery session exit status")
+    leftovers = [f for f in os.listdir(env.maildir)
+                 if "journal" in f or f.endswith(".lock")]
+    eq(leftovers, [], "journal or dotlock files left after recovery")
+    return env.read_mbox(user)
+
+
+def setup(env, ms):
+    env.add_user("u", "pw")
+    env.write_mbox("u", ms)
+
+
+def count_steps(env, ms, script, append=None):
+    """How many mutating steps UPDATE takes for this session."""
+    env.write_mbox("u", ms)
+    errors = []
+    run(env, FI_BIN, script, fault="count", append=append, errors=errors)
+    for l in errors:
+        if l.startswith("pop3d-fault-steps "):
+            return int(l.split()[1])
+    fail("fault build printed no step count: %r" % errors[-5:])
+
+
+NEW = T.mbox_bytes([(T.envelope(900), T.message(900)),
+                    (T.envelope(901), T.message(901))])
+
+
+def every_step(deleted, n=12, big=(3, 7), with_tail=True):
+    script = "".join("DELE %d\r\n" % d for d in deleted)
+    tail = NEW if with_tail else b""
+    with T.Env() as env:
+        ms = msgs(n, big)
+        setup(env, ms)
+        steps = count_steps(env, ms, script, tail if with_tail else None)
+        check(steps >= 8, "UPDATE took only %d mutating steps" % steps)
+        before = expected(ms, set(), tail)
+        after = expected(ms, set(deleted), tail)
+        tried = 0
+        for step in range(1, steps + 1):
+            for action in ("eio", "enospc", "kill"):
+                env.write_mbox("u", ms)
+                out, rc = run(env, FI_BIN, script,
+                              fault="%d:%s" % (step, action),
+                              append=tail if with_tail else None)
+                last = out.rstrip("\r\n").split("\r\n")[-1]
+                if action == "kill":
+                    check(rc == -signal.SIGKILL,
+                          "step %d kill: exit %r" % (step, rc))
+                else:
+                    check(last.startswith("-ERR [SYS/TEMP]") or
+                          last.startswith("-ERR [SYS/PERM]"),
+                          "step %d %s: QUIT answered %r" % (step, action,
+                                                            last))
+                got = recover(env)
+                check(got in (before, after),
+                      "step %d %s: mbox is neither untouched nor "
+                      "complete (%d bytes; expected %d or %d)"
+                      % (step, action, len(got), len(before), len(after)))
+                tried += 1
+        print("# %d steps x 3 faults, every one recovered" % steps)
+        check(tried == steps * 3, "not every step tried")
+
+
+@test
+def fault_every_step_middle_deletions_with_new_mail():
+    every_step([2, 5, 6, 11])
+
+
+@test
+def fault_every_step_first_message_deleted():
+    every_step([1], with_tail=False)
+
+
+@test
+def fault_every_step_delete_all_but_new_mail():
+    every_step(list(range(1, 7)), n=6, big=(2,))
+
+
+@test
+def trailing_deletions_are_one_truncate():
+    # No mail behind: deleting the last messages takes ftruncate + fsync.
+    with T.Env() as env:
+        ms = msgs(6)
+        setup(env, ms)
+        eq(count_steps(env, ms, "DELE 5\r\nDELE 6\r\n"), 2,
+           "mutating steps for deleting the last two")
+        eq(count_steps(env, ms, "".join("DELE %d\r\n" % i
+                                        for i in range(1, 7))), 2,
+           "mutating steps for deleting everything")
+        env.write_mbox("u", ms)
+        out, rc = run(env, T.BIN, "DELE 5\r\nDELE 6\r\n")
+        eq(rc, 0, "exit status")
+        eq(env.read_mbox("u"), expected(ms, {5, 6}), "mbox after QUIT")
+
+
+@test
+def random_kills_during_quit_of_a_large_mbox():
+    rnd = random.Random(1939)
+    with T.Env() as env:
+        ms = msgs(60, big=set(range(2, 60, 2)))   # ~4.5 MB
+        setup(env, ms)
+        before = expected(ms, set())
+        deleted = {1, 9, 30}
+        after = expected(ms, deleted)
+        script = "".join("DELE %d\r\n" % d for d in sorted(deleted))
+        # How long does a whole QUIT take here?
+        env.write_mbox("u", ms)
+        t0 = time.monotonic()
+        run(env, T.BIN, script)
+        span = max(time.monotonic() - t0, 0.02)
+        seen = {"untouched": 0, "complete": 0}
+        for i in range(25):
+            env.write_mbox("u", ms)
+            p = subprocess.Popen([T.BIN] + env.argv(), stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE,
+                                 stderr=subprocess.DEVNULL)
+            p.stdin.write(("USER u\r\nPASS pw\r\n" + script).encode())
+            p.stdin.flush()
+            got = b""
+            while got.count(b"\r\n") < 3 + len(deleted):
+                b = p.stdout.read1(4096)
+                if not b:
+                    break
+                got += b
+            p.stdin.write(b"QUIT\r\n")
+            p.stdin.flush()
+            time.sleep(rnd.uniform(0, span))
+            p.kill()
+            p.communicate()
+            got = recover(env)
+            if got == before:
+                seen["untouched"] += 1
+            elif got == after:
+                seen["complete"] += 1
+            else:
+                fail("kill %d: mbox neither untouched nor complete" % i)
+        print("# 25 random kills: %(untouched)d untouched, "
+              "%(complete)d complete" % seen)
+
+
+@test
+def full_disk_by_rlimit_fsize():
+    with T.Env() as env:
+        ms = msgs(12, big=(3, 7))
+        setup(env, ms)
+        size = len(T.mbox_bytes(ms))
+        out, rc = run(env, T.BIN, "DELE 1\r\n", limit_fsize=size // 2)
+        last = out.rstrip("\r\n").split("\r\n")[-1]
+        check(last.startswith("-ERR [SYS/TEMP]"),
+              "QUIT on a full disk answered %r" % last)
+        eq(recover(env), T.mbox_bytes(ms), "mbox after a failed QUIT")
+
+
+@test
+def full_disk_on_a_real_tmpfs():
+    mnt = os.path.join(T.tempfile.mkdtemp(prefix="pop3d-tmpfs-"))
+    if not T.IS_ROOT or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", mnt],
+            capture_output=True).returncode != 0:
+        os.rmdir(mnt)
+        raise T.Skip("cannot mount a tmpfs here")
+    try:
+        with T.Env() as env:
+            env.maildir = mnt
+            env.own(mnt, 0o755)
+            ms = msgs(8, big=(2,))           # ~150 KB: the journal won't fit twice
+            setup(env, ms)
+            # Fill the rest of the filesystem.
+            fd = os.open(os.path.join(mnt, "filler"),
+                         os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                while os.write(fd, b"x" * 4096) > 0:
+                    pass
+            except OSError:
+                pass
+            os.close(fd)
+            out, rc = run(env, T.BIN, "DELE 1\r\n")
+            last = out.rstrip("\r\n").split("\r\n")[-1]
+            check(last.startswith("-ERR [SYS/TEMP]"),
+                  "QUIT on a full tmpfs answered %r" % last)
+            os.unlink(os.path.join(mnt, "filler"))
+            eq(recover(env), T.mbox_bytes(ms), "mbox after a failed QUIT")
+    finally:
+        subprocess.run(["umount", mnt])
+        os.rmdir(mnt)
+
+
+@test
+def no_room_for_a_journal_is_sys_perm():
+    with T.Env() as env:
+        ms = msgs(5)
+        setup(env, ms)
+        if T.IS_ROOT:
+            os.chown(env.maildir, 0, 0)       # the user cannot write here
+        os.chmod(env.maildir, 0o755)
+        if not T.IS_ROOT:
+            os.chmod(env.maildir, 0o555)
+        try:
+            out, rc = run(env, T.BIN, "DELE 2\r\n")
+        finally:
+            os.chmod(env.maildir, 0o755)
+        last = out.rstrip("\r\n").split("\r\n")[-1]
+        check(last.startswith("-ERR [SYS/PERM]"),
+              "QUIT without room for a journal answered %r" % last)
+        eq(env.read_mbox("u"), T.mbox_bytes(ms), "mbox untouched")
+
+
+@test
+def incomplete_journal_is_discarded_and_complete_one_replayed():
+    # Kill right after the journal is written but before the mbox is
+    # touched: the journal is complete, the replay deletes.  Kill before
+    # its rename: the half journal is discarded, nothing is deleted.
+    with T.Env() as env:
+        ms = msgs(6, big=(2,))
+        setup(env, ms)
+        steps = count_steps(env, ms, "DELE 1\r\n")
+        states = []
+        for step in range(1, steps + 1):
+            env.write_mbox("u", ms)
+            run(env, FI_BIN, "DELE 1\r\n", fault="%d:kill" % step)
+            names = sorted(os.listdir(env.maildir))
+            got = recover(env)
+            states.append((step, [n for n in names if "journal" in n],
+                           got == expected(ms, {1})))
+        # Some kill left only a ".new" (discarded: nothing deleted) and
+        # some left a complete journal (replayed: deleted).
+        check(any(j and j[0].endswith(".new") and not done
+                  for _, j, done in states),
+              "no step left an incomplete journal that was discarded: %r"
+              % states)
+        check(any(j and not j[0].endswith(".new") and done
+                  for _, j, done in states),
+              "no step left a complete journal that was replayed: %r"
+              % states)
+
+
+if __name__ == "__main__":
+    T.main()
