@@ -12,17 +12,20 @@
 #include <crypt.h>
 #include <ctype.h>
 #include <errno.h>
+#include <md5.h>
 #include <pwd.h>
+#include <shadow.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "pop3d.h"
 
-/* Fields of a users-file line: name:hash:uid:gid:maildrop. */
-enum { F_NAME, F_HASH, F_UID, F_GID, F_MAILDROP, F_COUNT };
+/* Fields of a users-file line: name:hash:uid:gid:maildrop:apop-secret. */
+enum { F_NAME, F_HASH, F_UID, F_GID, F_MAILDROP, F_APOP, F_COUNT };
 
 int
 auth_valid_name(const char *s)
@@ -81,6 +84,52 @@ auth_expand(const char *tmpl, const struct account *a, char *buf, size_t n)
 		return -1;
 	buf[len] = '\0';
 	return 0;
+}
+
+int
+auth_base64(const char *in, size_t len, unsigned char *out, size_t n)
+{
+	uint32_t acc = 0;
+	size_t i, o = 0, pad = 0;
+
+	if (len % 4 != 0)
+		return -1;
+	for (i = 0; i < len; i++) {
+		int v;
+		char ch = in[i];
+
+		if (ch >= 'A' && ch <= 'Z')
+			v = ch - 'A';
+		else if (ch >= 'a' && ch <= 'z')
+			v = ch - 'a' + 26;
+		else if (ch >= '0' && ch <= '9')
+			v = ch - '0' + 52;
+		else if (ch == '+')
+			v = 62;
+		else if (ch == '/')
+			v = 63;
+		else if (ch == '=' && i >= len - 2) {
+			v = 0;
+			pad++;
+		} else
+			return -1;
+		if (pad > 0 && ch != '=')
+			return -1;	/* data after padding */
+		acc = acc << 6 | (uint32_t)v;
+		if (i % 4 == 3) {
+			unsigned char b[3] = { acc >> 16, acc >> 8, acc };
+			size_t k, take = 3 - (i == len - 1 ? pad : 0);
+
+			if (o + take > n)
+				return -1;
+			for (k = 0; k < take; k++)
+				out[o++] = b[k];
+			acc = 0;
+		}
+	}
+	if (o > INT32_MAX)
+		return -1;
+	return (int)o;
 }
 
 /* Parses a uid or gid: digits only, no overflow. */
@@ -228,26 +277,52 @@ fill_account(const struct config *cfg, char *f[F_COUNT], struct account *a,
 	return 0;
 }
 
-enum auth_result
-auth_check(const struct config *cfg, const char *user, const char *pass,
-    struct account *acct)
+/* RFC 1939 §7: MD5 of the greeting's timestamp and the shared secret. */
+static int
+apop_ok(const struct config *cfg, const char *secret, const char *digest)
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char sum[16];
+	char want[33];
+	MD5_CTX ctx;
+	size_t i;
+	int ok;
+
+	MD5Init(&ctx);
+	MD5Update(&ctx, (const unsigned char *)cfg->stamp, strlen(cfg->stamp));
+	MD5Update(&ctx, (const unsigned char *)secret, strlen(secret));
+	MD5Final(sum, &ctx);
+	for (i = 0; i < 16; i++) {
+		want[2 * i] = hex[sum[i] >> 4];
+		want[2 * i + 1] = hex[sum[i] & 0xf];
+	}
+	want[32] = '\0';
+	ok = strlen(digest) == 32 && same(want, digest, 32);
+	explicit_bzero(want, sizeof(want));
+	explicit_bzero(sum, sizeof(sum));
+	return ok;
+}
+
+/*
+ * Looks the user up in the flat users file.  1 with the hash (and APOP
+ * secret) copied out and acct filled, 0 when there is no usable line,
+ * -1 when the file cannot be read.
+ */
+static int
+file_lookup(const struct config *cfg, const char *user, struct account *acct,
+    char *hash, size_t hn, char *secret, size_t sn)
 {
 	FILE *fp;
-	char *line = NULL, *hash = NULL;
+	char *line = NULL;
 	size_t cap = 0;
 	ssize_t len;
 	unsigned lineno = 0, found = 0;
-	int usable = 0;
-	enum auth_result r = AUTH_FAIL;
+	int r = 0;
 
-	if (cfg->users_file == NULL) {
-		(void)check_hash(pass, dummy_hash());
-		return AUTH_FAIL;
-	}
 	if ((fp = fopen(cfg->users_file, "re")) == NULL) {
 		log_msg(LOG_ERR, "users file %s: %s", cfg->users_file,
 		    strerror(errno));
-		return AUTH_TEMP;
+		return -1;
 	}
 	while ((len = getline(&line, &cap, fp)) != -1) {
 		char *f[F_COUNT];
@@ -271,10 +346,10 @@ auth_check(const struct config *cfg, const char *user, const char *pass,
 			else {
 				found = lineno;
 				if (!bad && fill_account(cfg, f, acct,
-				    &why) == 0) {
-					usable = 1;
-					hash = strdup(f[F_HASH]);
-				}
+				    &why) == 0 &&
+				    strlcpy(hash, f[F_HASH], hn) < hn &&
+				    strlcpy(secret, f[F_APOP], sn) < sn)
+					r = 1;
 			}
 		}
 		if (why != NULL)
@@ -285,29 +360,107 @@ auth_check(const struct config *cfg, const char *user, const char *pass,
 	if (ferror(fp)) {
 		log_msg(LOG_ERR, "users file %s: %s", cfg->users_file,
 		    strerror(errno));
-		r = AUTH_TEMP;
+		r = -1;
 	}
 	fclose(fp);
 	free(line);
-	if (r == AUTH_TEMP || (usable && hash == NULL)) {
-		free(hash);
-		return AUTH_TEMP;
+	return r;
+}
+
+/*
+ * Looks a system user up (passwd and shadow).  1 with the hash copied out
+ * and acct filled, 0 when the account may not log in (reason logged), -1
+ * when the databases cannot be read.
+ */
+static int
+system_lookup(const struct config *cfg, const char *user,
+    struct account *acct, char *hash, size_t hn)
+{
+	const struct passwd *pw;
+	const struct spwd *sp;
+	const char *h;
+	long today = (long)(time(NULL) / 86400);
+
+	errno = 0;
+	if ((pw = getpwnam(user)) == NULL) {
+		if (errno != 0 && errno != ENOENT && errno != ESRCH) {
+			log_msg(LOG_ERR, "getpwnam: %s", strerror(errno));
+			return -1;
+		}
+		return 0;
 	}
-	/*
-	 * A locked ("!..", "*") or empty hash never matches; crypt still runs
-	 * so that every failure costs the same.
-	 */
-	if (usable && hash[0] != '\0' && hash[0] != '!' && hash[0] != '*')
-		r = check_hash(pass, hash) ? AUTH_OK : AUTH_FAIL;
+	memset(acct, 0, sizeof(*acct));
+	strlcpy(acct->name, pw->pw_name, sizeof(acct->name));
+	acct->uid = pw->pw_uid;
+	acct->gid = pw->pw_gid;
+	strlcpy(acct->home, pw->pw_dir, sizeof(acct->home));
+	if (pw->pw_uid == 0 || (unsigned long)pw->pw_uid < cfg->min_uid) {
+		log_msg(LOG_NOTICE, "user %s: uid %lu is below %lu (or root)",
+		    user, (unsigned long)pw->pw_uid, cfg->min_uid);
+		return 0;
+	}
+	h = pw->pw_passwd;
+	if ((sp = getspnam(user)) != NULL) {
+		h = sp->sp_pwdp;
+		if (sp->sp_expire > 0 && sp->sp_expire <= today) {
+			log_msg(LOG_NOTICE, "user %s: account expired", user);
+			return 0;
+		}
+	} else if (strcmp(h, "x") == 0) {
+		log_msg(LOG_ERR, "user %s: shadow entry unreadable (%s)", user,
+		    errno != 0 ? strerror(errno) : "missing");
+		return errno == EACCES || errno == EPERM ? -1 : 0;
+	}
+	if (h[0] == '!' || h[0] == '*' || h[0] == '\0') {
+		log_msg(LOG_NOTICE, "user %s: account locked", user);
+		return 0;
+	}
+	if (strlcpy(hash, h, hn) >= hn)
+		return 0;
+	if (auth_expand(cfg->maildrop, acct, acct->maildrop,
+	    sizeof(acct->maildrop)) == -1) {
+		log_msg(LOG_ERR, "user %s: maildrop template %s does not "
+		    "expand", user, cfg->maildrop);
+		return 0;
+	}
+	return 1;
+}
+
+enum auth_result
+auth_check(const struct config *cfg, const struct cred *c,
+    struct account *acct)
+{
+	char hash[512] = "", secret[256] = "";
+	enum auth_result r = AUTH_FAIL;
+	int found;
+
+	if (cfg->users_file != NULL)
+		found = file_lookup(cfg, c->user, acct, hash, sizeof(hash),
+		    secret, sizeof(secret));
+	else
+		found = system_lookup(cfg, c->user, acct, hash, sizeof(hash));
+	if (found == -1)
+		r = AUTH_TEMP;
+	else if (c->method == CRED_APOP) {
+		/*
+		 * Only users with a shared secret can use APOP; the others
+		 * fail the same way (after the same work) as a bad digest.
+		 */
+		(void)check_hash(c->secret, dummy_hash());
+		if (found == 1 && cfg->apop && secret[0] != '\0' &&
+		    apop_ok(cfg, secret, c->secret))
+			r = AUTH_OK;
+	} else if (found == 1 && hash[0] != '\0' && hash[0] != '!' &&
+	    hash[0] != '*')
+		r = check_hash(c->secret, hash) ? AUTH_OK : AUTH_FAIL;
 	else {
-		(void)check_hash(pass, dummy_hash());
-		if (found && usable)
-			log_msg(LOG_NOTICE, "user %s: account locked", user);
+		/* Unknown or locked: the same crypt work, the same answer. */
+		(void)check_hash(c->secret, dummy_hash());
+		if (found == 1)
+			log_msg(LOG_NOTICE, "user %s: account locked", c->user);
 	}
-	if (hash != NULL) {
-		explicit_bzero(hash, strlen(hash));
-		free(hash);
-	}
+	explicit_bzero(hash, sizeof(hash));
+	explicit_bzero(secret, sizeof(secret));
 	if (r != AUTH_OK)
 		memset(acct, 0, sizeof(*acct));
 	return r;

@@ -192,6 +192,22 @@ fill(struct io *io, int64_t deadline)
 enum io_line
 io_readline(struct io *io, char *line, size_t *len)
 {
+	return io_readline_max(io, line, POP3D_MAX_LINE, len);
+}
+
+int
+io_preload(struct io *io, const void *p, size_t n)
+{
+	if (n > sizeof(io->inbuf) - io->inlen)
+		return -1;
+	memcpy(io->inbuf + io->inlen, p, n);
+	io->inlen += n;
+	return 0;
+}
+
+enum io_line
+io_readline_max(struct io *io, char *line, size_t max, size_t *len)
+{
 	int64_t deadline = now_ms() + io->timeout_ms;
 	int toolong = 0;
 	const unsigned char *lf;
@@ -203,7 +219,7 @@ io_readline(struct io *io, char *line, size_t *len)
 
 		if ((lf = find_lf(io)) != NULL)
 			break;
-		if (io->inlen - io->inoff >= POP3D_MAX_LINE) {
+		if (io->inlen - io->inoff >= max) {
 			/*
 			 * Too long already: drop what we have and keep
 			 * discarding until the LF, whose line is refused.
@@ -226,8 +242,8 @@ io_readline(struct io *io, char *line, size_t *len)
 	size_t end = (size_t)(lf - io->inbuf);	/* index of the LF */
 	size_t n = end - start;			/* bytes before the LF */
 	io->inoff = end + 1;
-	if (toolong || n + 1 > POP3D_MAX_LINE ||
-	    (n + 2 > POP3D_MAX_LINE && !(n > 0 && io->inbuf[end - 1] == '\r')))
+	if (toolong || n + 1 > max ||
+	    (n + 2 > max && !(n > 0 && io->inbuf[end - 1] == '\r')))
 		/* RFC 2449 §4: 255 octets counting CRLF (a bare LF as 2). */
 		return IO_TOOLONG;
 	if (n > 0 && io->inbuf[end - 1] == '\r')

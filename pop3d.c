@@ -14,14 +14,18 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include <sys/wait.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <syslog.h>
 #include <unistd.h>
 
@@ -30,9 +34,11 @@
 static void
 usage(void)
 {
-	fprintf(stderr, "usage: pop3d [-eV] [-a failures] [-D delay] "
-	    "[-f users_file] [-m maildrop]\n"
-	    "             [-n hostname] [-t timeout]\n");
+	fprintf(stderr, "usage: pop3d [-AeV] [-a failures] [-D delay] "
+	    "[-E empty_dir] [-f users_file]\n"
+	    "             [-m maildrop] [-n hostname] [-r mail_root] "
+	    "[-t timeout]\n"
+	    "             [-U min_uid] [-u prelogin_user]\n");
 	exit(POP3D_EXIT_USAGE);
 }
 
@@ -141,10 +147,224 @@ become(const struct account *a)
 	return 0;
 }
 
+/*
+ * The pre-login child's verifier: the credential goes up the pipe as one
+ * fixed-size record, the verdict comes back.  The parent is gone if either
+ * fails, and then so is this session.
+ */
+struct pipes {
+	int	up;		/* child to parent */
+	int	down;		/* parent to child */
+};
+
 static enum auth_result
-verify(void *ctx, const char *user, const char *pass, struct account *acct)
+verify_remote(void *ctx, const struct cred *c, struct account *acct)
 {
-	return auth_check(ctx, user, pass, acct);
+	const struct pipes *p = ctx;
+	uint32_t verdict;
+
+	(void)acct;	/* the parent keeps the account */
+	if (privsep_send(p->up, PRIV_CRED, c, sizeof(*c)) == -1 ||
+	    privsep_recv(p->down, PRIV_VERDICT, &verdict, sizeof(verdict),
+	    NULL) == -1) {
+		log_msg(LOG_ERR, "pre-login: pipe to parent: %s",
+		    strerror(errno));
+		_exit(POP3D_EXIT_SYS);
+	}
+	return verdict == AUTH_OK ? AUTH_OK : verdict == AUTH_TEMP ?
+	    AUTH_TEMP : AUTH_FAIL;
+}
+
+/*
+ * The pre-login process: jailed in an empty directory as an unprivileged
+ * user (when pop3d runs as root), it speaks the AUTHORIZATION state with
+ * the client and hands the parent one credential record at a time.  After
+ * a login it passes on the bytes it read but did not use (pipelined
+ * commands) and exits.
+ */
+static void
+prelogin(const struct config *cfg, const struct passwd *pw, struct pipes *p)
+{
+	static struct io io;
+	struct session s;
+	enum session_end e;
+
+	if (pw != NULL) {
+		gid_t g = pw->pw_gid;
+
+		if (chroot(cfg->empty_dir) == -1 || chdir("/") == -1 ||
+		    setgroups(1, &g) == -1 ||
+		    setresgid(pw->pw_gid, pw->pw_gid, pw->pw_gid) == -1 ||
+		    setresuid(pw->pw_uid, pw->pw_uid, pw->pw_uid) == -1 ||
+		    setuid(0) != -1 || geteuid() == 0) {
+			log_msg(LOG_ERR, "pre-login: jail in %s as %s: %s",
+			    cfg->empty_dir, pw->pw_name, strerror(errno));
+			_exit(POP3D_EXIT_SYS);
+		}
+	}
+	io_init(&io, STDIN_FILENO, STDOUT_FILENO, cfg->timeout);
+	session_init(&s, &io, cfg, verify_remote, p);
+	session_greet(&s);
+	e = session_authorize(&s);
+	if (e == SESSION_LOGIN) {
+		(void)io_flush(&io);
+		if (privsep_send(p->up, PRIV_HANDOFF, io.inbuf + io.inoff,
+		    io.inlen - io.inoff) == -1) {
+			log_msg(LOG_ERR, "pre-login: handoff: %s",
+			    strerror(errno));
+			_exit(POP3D_EXIT_SYS);
+		}
+		_exit(POP3D_EXIT_OK);
+	}
+	_exit(e == SESSION_QUIT ? POP3D_EXIT_OK : POP3D_EXIT_CLIENT);
+}
+
+/* The child's exit status, or a system failure. */
+static int
+reap(pid_t pid)
+{
+	int st;
+
+	while (waitpid(pid, &st, 0) == -1)
+		if (errno != EINTR)
+			return POP3D_EXIT_SYS;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : POP3D_EXIT_SYS;
+}
+
+/*
+ * The parent's side of the login: checks each record the child sends
+ * (auth.c), answers with a verdict, and after a good one takes over the
+ * bytes the child read ahead.  Root reads only these framed records, never
+ * the network.  0 with acct and the pending input in io, or the exit status
+ * when the session ended before a login.
+ */
+static int
+authorize(const struct config *cfg, const struct passwd *pw,
+    struct account *acct, struct io *io)
+{
+	struct pipes child, parent;
+	unsigned char pending[POP3D_INBUF];
+	int up[2], down[2], fails = 0;
+	size_t got;
+	pid_t pid;
+
+	if (pipe2(up, O_CLOEXEC) == -1 || pipe2(down, O_CLOEXEC) == -1) {
+		log_msg(LOG_ERR, "pipe: %s", strerror(errno));
+		return POP3D_EXIT_SYS;
+	}
+	if ((pid = fork()) == -1) {
+		log_msg(LOG_ERR, "fork: %s", strerror(errno));
+		return POP3D_EXIT_SYS;
+	}
+	if (pid == 0) {
+		(void)close(up[0]);
+		(void)close(down[1]);
+		child.up = up[1];
+		child.down = down[0];
+		prelogin(cfg, pw, &child);
+	}
+	(void)close(up[1]);
+	(void)close(down[0]);
+	parent.up = up[0];
+	parent.down = down[1];
+	for (;;) {
+		struct cred c;
+		uint32_t verdict;
+
+		if (privsep_recv(parent.up, PRIV_CRED, &c, sizeof(c), NULL) ==
+		    -1) {
+			(void)close(parent.up);
+			(void)close(parent.down);
+			return reap(pid);	/* QUIT, EOF, timeout, ... */
+		}
+		c.user[sizeof(c.user) - 1] = '\0';
+		c.secret[sizeof(c.secret) - 1] = '\0';
+		if (!auth_valid_name(c.user) || c.method < CRED_USER ||
+		    c.method > CRED_PLAIN)
+			verdict = AUTH_FAIL;
+		else
+			verdict = auth_check(cfg, &c, acct);
+		explicit_bzero(&c, sizeof(c));
+		/* The child counts failures too; this bound holds regardless. */
+		if (verdict == AUTH_FAIL && ++fails > cfg->max_fails) {
+			log_msg(LOG_ERR, "pre-login process exceeded %d "
+			    "failures", cfg->max_fails);
+			(void)kill(pid, SIGKILL);
+			(void)reap(pid);
+			return POP3D_EXIT_CLIENT;
+		}
+		if (privsep_send(parent.down, PRIV_VERDICT, &verdict,
+		    sizeof(verdict)) == -1)
+			verdict = AUTH_FAIL;
+		if (verdict != AUTH_OK)
+			continue;
+		if (privsep_recv(parent.up, PRIV_HANDOFF, pending,
+		    sizeof(pending), &got) == -1) {
+			log_msg(LOG_ERR, "handoff from pre-login: %s",
+			    strerror(errno));
+			(void)reap(pid);
+			return POP3D_EXIT_SYS;
+		}
+		(void)close(parent.up);
+		(void)close(parent.down);
+		if (reap(pid) != POP3D_EXIT_OK)
+			return POP3D_EXIT_SYS;
+		io_init(io, STDIN_FILENO, STDOUT_FILENO, cfg->timeout);
+		(void)io_preload(io, pending, got);
+		return 0;
+	}
+}
+
+/* The unprivileged user of the pre-login process, and its empty jail. */
+static const struct passwd *
+prelogin_user(struct config *cfg)
+{
+	static struct passwd pw;
+	const struct passwd *p;
+	struct stat st;
+
+	if (geteuid() != 0)
+		return NULL;
+	if (cfg->prelogin_user != NULL)
+		p = getpwnam(cfg->prelogin_user);
+	else if ((p = getpwnam("pop3d")) == NULL)
+		p = getpwnam("nobody");
+	if (p == NULL || p->pw_uid == 0) {
+		log_msg(LOG_ERR, "no unprivileged user %s for the pre-login "
+		    "process", cfg->prelogin_user != NULL ?
+		    cfg->prelogin_user : "pop3d or nobody");
+		exit(POP3D_EXIT_CONFIG);
+	}
+	pw = *p;
+	if ((pw.pw_name = strdup(p->pw_name)) == NULL)
+		exit(POP3D_EXIT_SYS);
+	if (mkdir(cfg->empty_dir, 0755) == -1 && errno != EEXIST) {
+		log_msg(LOG_ERR, "%s: %s", cfg->empty_dir, strerror(errno));
+		exit(POP3D_EXIT_CONFIG);
+	}
+	/* A jail the jailed user could write to would be no jail. */
+	if (lstat(cfg->empty_dir, &st) == -1 || !S_ISDIR(st.st_mode) ||
+	    st.st_uid != 0 || (st.st_mode & 022) != 0) {
+		log_msg(LOG_ERR, "%s must be a directory owned by root and "
+		    "writable by no one else", cfg->empty_dir);
+		exit(POP3D_EXIT_CONFIG);
+	}
+	return &pw;
+}
+
+/* RFC 1939 §7: a timestamp unique to this greeting, from real randomness. */
+static void
+make_stamp(struct config *cfg)
+{
+	unsigned char r[8];
+	char hex[17];
+	size_t i;
+
+	arc4random_buf(r, sizeof(r));
+	for (i = 0; i < sizeof(r); i++)
+		snprintf(hex + 2 * i, 3, "%02x", r[i]);
+	snprintf(cfg->stamp, sizeof(cfg->stamp), "<%ld.%lld.%s@%s>",
+	    (long)getpid(), (long long)time(NULL), hex, cfg->hostname);
 }
 
 int
@@ -156,7 +376,11 @@ main(int argc, char *argv[])
 		.timeout = POP3D_TIMEOUT,
 		.auth_delay = POP3D_AUTH_DELAY,
 		.max_fails = POP3D_MAX_AUTH_FAILS,
+		.empty_dir = "/var/empty",
+		.min_uid = POP3D_MIN_UID,
 	};
+	const struct passwd *pw;
+	struct account acct;
 	struct rlimit nocore = { 0, 0 };
 	struct session s;
 	struct maildrop md;
@@ -166,8 +390,24 @@ main(int argc, char *argv[])
 	uint64_t octets;
 	int c, status;
 
-	while ((c = getopt(argc, argv, "a:D:ef:m:n:t:V")) != -1) {
+	while ((c = getopt(argc, argv, "Aa:D:E:ef:m:n:r:t:U:u:V")) != -1) {
 		switch (c) {
+		case 'A':
+			cfg.apop = 1;
+			break;
+		case 'E':
+			cfg.empty_dir = optarg;
+			break;
+		case 'r':
+			cfg.mail_root = optarg;
+			break;
+		case 'U':
+			cfg.min_uid = (unsigned long)number(optarg, 1,
+			    INT32_MAX, "-U");
+			break;
+		case 'u':
+			cfg.prelogin_user = optarg;
+			break;
 		case 'a':
 			cfg.max_fails = number(optarg, 1, 100, "-a");
 			break;
@@ -215,19 +455,25 @@ main(int argc, char *argv[])
 	}
 	log_init(cfg.log_stderr);
 	log_peer();
+	tzset();	/* syslog's clock, before the jail hides the zone file */
+	if (cfg.apop)
+		make_stamp(&cfg);
+	pw = prelogin_user(&cfg);
 
-	io_init(&io, STDIN_FILENO, STDOUT_FILENO, cfg.timeout);
-	session_init(&s, &io, &cfg, verify, &cfg);
-	session_greet(&s);
-	switch (session_authorize(&s)) {
-	case SESSION_LOGIN:
-		break;
-	case SESSION_QUIT:
-		return POP3D_EXIT_OK;
-	default:
-		return POP3D_EXIT_CLIENT;
+	if ((status = authorize(&cfg, pw, &acct, &io)) != 0)
+		return status;
+	session_init(&s, &io, &cfg, NULL, NULL);
+	s.acct = acct;
+	explicit_bzero(&acct, sizeof(acct));
+
+	if (cfg.mail_root != NULL && geteuid() == 0 &&
+	    (chroot(cfg.mail_root) == -1 || chdir("/") == -1)) {
+		log_msg(LOG_ERR, "chroot %s: %s", cfg.mail_root,
+		    strerror(errno));
+		io_reply(&io, "-ERR [SYS/TEMP] cannot reach the mail store");
+		(void)io_flush(&io);
+		return POP3D_EXIT_SYS;
 	}
-
 	if (become(&s.acct) == -1) {
 		io_reply(&io, "-ERR [SYS/TEMP] cannot switch to your user");
 		(void)io_flush(&io);

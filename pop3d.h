@@ -44,6 +44,16 @@
 #define POP3D_OUTBUF		(128 * 1024)
 /* Input buffer: room for many pipelined commands per read. */
 #define POP3D_INBUF		(16 * 1024)
+/*
+ * A SASL line (RFC 5034 §4 lets it exceed the command limit): room for
+ * base64 of a 40-octet authzid, a 40-octet authcid and a 255-octet
+ * password, with margin.
+ */
+#define POP3D_MAX_SASL		1024
+/* A password (PASS takes the rest of a 255-octet line; SASL the same). */
+#define POP3D_MAX_SECRET	255
+/* Lowest uid a system user may have to log in (-U). */
+#define POP3D_MIN_UID		1000
 /* Length of a UIDL as sent: hex of a 128-bit digest, plus a suffix. */
 #define POP3D_UIDL_HEX		32
 #define POP3D_UIDL_MAX		70	/* RFC 1939 §7 */
@@ -59,10 +69,17 @@ struct config {
 	const char	*users_file;	/* -f: flat users file, or NULL */
 	const char	*maildrop;	/* -m: maildrop template */
 	const char	*hostname;	/* -n: name in the greeting */
+	const char	*prelogin_user;	/* -u: user of the pre-login process */
+	const char	*empty_dir;	/* -E: its chroot */
+	const char	*mail_root;	/* -r: chroot of the mail session */
 	int		 timeout;	/* -t: idle seconds */
 	int		 auth_delay;	/* -D: seconds before a failed login */
 	int		 max_fails;	/* -a: failures before disconnect */
 	int		 log_stderr;	/* -e */
+	int		 apop;		/* -A: offer APOP */
+	unsigned long	 min_uid;	/* -U: lowest uid of a system user */
+	/* RFC 1939 §7: the greeting's timestamp when APOP is offered. */
+	char		 stamp[128];
 };
 
 /* log.c */
@@ -110,6 +127,17 @@ void	io_reply(struct io *, const char *fmt, ...)
 	    __attribute__((format(printf, 2, 3)));
 /* Appends raw bytes. */
 void	io_put(struct io *, const void *, size_t);
+/*
+ * io_readline with a larger bound (max octets with CRLF, line of max + 1
+ * bytes): for SASL lines.
+ */
+enum io_line io_readline_max(struct io *, char *line, size_t max,
+	    size_t *len);
+/*
+ * Puts bytes already read from the client (by the pre-login process) in
+ * front of the input.  -1 when they do not fit.
+ */
+int	io_preload(struct io *, const void *, size_t);
 /* Writes everything buffered.  0, or -1 with errno after a failed write. */
 int	io_flush(struct io *);
 /*
@@ -258,6 +286,22 @@ int	fault_check(const char *op);
 #endif
 
 /* auth.c: credentials. */
+/*
+ * A credential as the pre-login process hands it to the one that checks
+ * it: a fixed-size record, the same in one process and across the pipe.
+ */
+enum cred_method {
+	CRED_USER = 1,		/* USER and PASS: secret is the password */
+	CRED_APOP,		/* APOP: secret is the hex digest */
+	CRED_PLAIN		/* AUTH PLAIN (RFC 4616): the password */
+};
+
+struct cred {
+	uint32_t method;
+	char	 user[POP3D_MAX_ARG + 1];
+	char	 secret[POP3D_MAX_SECRET + 1];
+};
+
 struct account {
 	char	 name[POP3D_MAX_ARG + 1];
 	uid_t	 uid;
@@ -275,18 +319,43 @@ enum auth_result {
 /* A user name may be used: 1..POP3D_MAX_ARG printable, no '/', no leading '.'. */
 int	auth_valid_name(const char *);
 /*
- * Checks user and password against the users file (or, without one, fails).
+ * Checks a credential against the users file (-f) or, without one, the
+ * system's users (getpwnam, getspnam; root needed for the shadow file).
  * On AUTH_OK fills acct, with the maildrop template expanded.  An unknown
- * user costs one crypt as a known one does.  Never logs the password.
+ * user costs one crypt as a known one does.  Never logs the secret.
  */
-enum auth_result auth_check(const struct config *, const char *user,
-	    const char *pass, struct account *acct);
+enum auth_result auth_check(const struct config *, const struct cred *,
+	    struct account *acct);
+/*
+ * Decodes base64 (RFC 4648, with padding) of len octets into out of size
+ * n.  The number of octets, or -1 on bad input or no room.
+ */
+int	auth_base64(const char *in, size_t len, unsigned char *out, size_t n);
 /*
  * Expands %u (user), %h (home) and %% in tmpl into buf of size n.
  * 0, or -1 on truncation, an unknown escape or a missing home.
  */
 int	auth_expand(const char *tmpl, const struct account *, char *buf,
 	    size_t n);
+
+/*
+ * privsep.c: the pipe between the pre-login process and the parent.
+ * Messages are framed (type, length) so that more can be added (a relay
+ * for TLS) without changing the existing ones.
+ */
+enum priv_msg {
+	PRIV_CRED = 1,		/* child to parent: struct cred */
+	PRIV_VERDICT,		/* parent to child: uint32_t auth_result */
+	PRIV_HANDOFF		/* child to parent: bytes read but not used */
+};
+/* Sends one message; 0 or -1 with errno. */
+int	privsep_send(int fd, uint32_t type, const void *, size_t);
+/*
+ * Receives one message of the given type and exactly len bytes (HANDOFF:
+ * at most len, the count in *got).  0, or -1 on EOF, error or a message
+ * that does not fit.
+ */
+int	privsep_recv(int fd, uint32_t type, void *, size_t len, size_t *got);
 
 /* session.c: the POP3 state machine. */
 enum state {
@@ -296,8 +365,8 @@ enum state {
 
 struct session;
 /* Checks a credential; fills acct on AUTH_OK.  The seam for privsep. */
-typedef enum auth_result (*session_verify_fn)(void *ctx, const char *user,
-	    const char *pass, struct account *acct);
+typedef enum auth_result (*session_verify_fn)(void *ctx,
+	    const struct cred *, struct account *acct);
 
 struct session {
 	struct io		*io;

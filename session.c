@@ -35,7 +35,8 @@ enum argrule {
 	ARG_REST,		/* the rest of the line, may hold spaces (PASS) */
 	ARG_MSG,		/* one message number */
 	ARG_OPTMSG,		/* an optional message number */
-	ARG_MSG_LINES		/* a message number and a line count (TOP) */
+	ARG_MSG_LINES,		/* a message number and a line count (TOP) */
+	ARG_TWO			/* two words of 1..40 characters (APOP) */
 };
 
 struct cmd {
@@ -56,6 +57,10 @@ static enum outcome cmd_user(struct session *, const char *, uint64_t,
 static enum outcome cmd_pass(struct session *, const char *, uint64_t,
     uint64_t);
 static enum outcome cmd_quit(struct session *, const char *, uint64_t,
+    uint64_t);
+static enum outcome cmd_apop(struct session *, const char *, uint64_t,
+    uint64_t);
+static enum outcome cmd_auth(struct session *, const char *, uint64_t,
     uint64_t);
 static enum outcome cmd_stat(struct session *, const char *, uint64_t,
     uint64_t);
@@ -78,6 +83,8 @@ static const struct cmd cmds[] = {
 	{ "CAPA", ST_AUTH | ST_TRANS,	ARG_NONE,	cmd_capa },
 	{ "USER", ST_AUTH,		ARG_NAME,	cmd_user },
 	{ "PASS", ST_AUTH,		ARG_REST,	cmd_pass },
+	{ "APOP", ST_AUTH,		ARG_TWO,	cmd_apop },
+	{ "AUTH", ST_AUTH,		ARG_REST,	cmd_auth },
 	{ "QUIT", ST_AUTH | ST_TRANS,	ARG_NONE,	cmd_quit },
 	{ "STAT", ST_TRANS,		ARG_NONE,	cmd_stat },
 	{ "LIST", ST_TRANS,		ARG_OPTMSG,	cmd_list },
@@ -122,8 +129,9 @@ session_init(struct session *s, struct io *io, const struct config *cfg,
 void
 session_greet(struct session *s)
 {
-	io_reply(s->io, "+OK %s POP3 server ready",
-	    s->cfg->hostname != NULL ? s->cfg->hostname : "pop3d");
+	io_reply(s->io, "+OK %s POP3 server ready%s%s",
+	    s->cfg->hostname != NULL ? s->cfg->hostname : "pop3d",
+	    s->cfg->apop ? " " : "", s->cfg->apop ? s->cfg->stamp : "");
 }
 
 /*
@@ -158,6 +166,8 @@ cmd_capa(struct session *s, const char *arg, uint64_t n, uint64_t k)
 	io_reply(s->io, "RESP-CODES");
 	io_reply(s->io, "AUTH-RESP-CODE");
 	io_reply(s->io, "PIPELINING");
+	if (s->state == ST_AUTH)
+		io_reply(s->io, "SASL PLAIN");	/* RFC 5034 §5 */
 	io_reply(s->io, "IMPLEMENTATION pop3d-%s", POP3D_VERSION);
 	io_reply(s->io, ".");
 	return OUT_CONTINUE;
@@ -180,34 +190,18 @@ cmd_user(struct session *s, const char *arg, uint64_t n, uint64_t k)
 	return OUT_CONTINUE;
 }
 
+/*
+ * A failed login: logged with its reason (never the secret), answered
+ * after the delay with [AUTH] (RFC 3206 §4), and the connection closed
+ * after too many.
+ */
 static enum outcome
-cmd_pass(struct session *s, const char *arg, uint64_t n, uint64_t k)
+failed(struct session *s, const char *user, const char *method,
+    const char *why)
 {
-	enum auth_result r;
-	char user[sizeof(s->user)];
-
-	(void)n, (void)k;
-	if (s->user[0] == '\0') {
-		/* RFC 1939 §7: PASS only right after a successful USER. */
-		io_reply(s->io, "-ERR send USER first");
-		return OUT_CONTINUE;
-	}
-	strlcpy(user, s->user, sizeof(user));
-	s->user[0] = '\0';
-	r = s->verify(s->verify_ctx, user, arg, &s->acct);
-	if (r == AUTH_OK) {
-		log_msg(LOG_INFO, "login: user=%s method=USER", user);
-		return OUT_LOGIN;
-	}
-	if (r == AUTH_TEMP) {
-		log_msg(LOG_WARNING, "login: user=%s: user database unavailable",
-		    user);
-		io_reply(s->io, "-ERR [SYS/TEMP] cannot check credentials now");
-		return OUT_CONTINUE;
-	}
 	s->fails++;
-	log_msg(LOG_NOTICE, "login failed: user=%s method=USER failures=%d",
-	    user, s->fails);
+	log_msg(LOG_NOTICE, "login failed: user=%s method=%s reason=\"%s\" "
+	    "failures=%d", user, method, why, s->fails);
 	/*
 	 * The delay comes before the answer so that a client cannot
 	 * pipeline its guesses past it.
@@ -223,6 +217,179 @@ cmd_pass(struct session *s, const char *arg, uint64_t n, uint64_t k)
 	}
 	io_reply(s->io, "-ERR [AUTH] invalid user name or password");
 	return OUT_CONTINUE;
+}
+
+static const char *
+method_name(uint32_t m)
+{
+	return m == CRED_APOP ? "APOP" : m == CRED_PLAIN ? "AUTH-PLAIN" :
+	    "USER";
+}
+
+/*
+ * Hands a credential to the verifier and answers a failure.  The record
+ * is wiped here, whatever the outcome.
+ */
+static enum outcome
+login(struct session *s, struct cred *c)
+{
+	enum auth_result r;
+
+	r = s->verify(s->verify_ctx, c, &s->acct);
+	explicit_bzero(c->secret, sizeof(c->secret));
+	if (r == AUTH_OK) {
+		log_msg(LOG_INFO, "login: user=%s method=%s", c->user,
+		    method_name(c->method));
+		return OUT_LOGIN;
+	}
+	if (r == AUTH_TEMP) {
+		log_msg(LOG_WARNING, "login: user=%s method=%s: user database "
+		    "unavailable", c->user, method_name(c->method));
+		io_reply(s->io, "-ERR [SYS/TEMP] cannot check credentials now");
+		return OUT_CONTINUE;
+	}
+	return failed(s, c->user, method_name(c->method), "bad credentials");
+}
+
+static enum outcome
+cmd_pass(struct session *s, const char *arg, uint64_t n, uint64_t k)
+{
+	struct cred c;
+
+	(void)n, (void)k;
+	if (s->user[0] == '\0') {
+		/* RFC 1939 §7: PASS only right after a successful USER. */
+		io_reply(s->io, "-ERR send USER first");
+		return OUT_CONTINUE;
+	}
+	memset(&c, 0, sizeof(c));
+	c.method = CRED_USER;
+	strlcpy(c.user, s->user, sizeof(c.user));
+	s->user[0] = '\0';
+	if (strlcpy(c.secret, arg, sizeof(c.secret)) >= sizeof(c.secret)) {
+		explicit_bzero(&c, sizeof(c));
+		return failed(s, c.user, "USER", "password too long");
+	}
+	return login(s, &c);
+}
+
+/* RFC 1939 §7: APOP name digest, only when the greeting offered it. */
+static enum outcome
+cmd_apop(struct session *s, const char *arg, uint64_t n, uint64_t k)
+{
+	struct cred c;
+	const char *digest = arg + strlen(arg) + 1;	/* dispatch split it */
+	size_t i;
+
+	(void)n, (void)k;
+	if (!s->cfg->apop) {
+		io_reply(s->io, "-ERR APOP is not offered here");
+		return OUT_CONTINUE;
+	}
+	if (!auth_valid_name(arg))
+		return failed(s, "-", "APOP", "invalid user name");
+	for (i = 0; digest[i] != '\0'; i++)
+		if (!((digest[i] >= '0' && digest[i] <= '9') ||
+		    (digest[i] >= 'a' && digest[i] <= 'f')))
+			break;
+	if (i != 32 || digest[i] != '\0') {
+		io_reply(s->io, "-ERR the digest is 32 lowercase hex digits");
+		return OUT_CONTINUE;
+	}
+	memset(&c, 0, sizeof(c));
+	c.method = CRED_APOP;
+	strlcpy(c.user, arg, sizeof(c.user));
+	strlcpy(c.secret, digest, sizeof(c.secret));
+	return login(s, &c);
+}
+
+/*
+ * RFC 5034 with RFC 4616 PLAIN: the response is base64 of
+ * authzid NUL authcid NUL password; an authzid other than the authcid is
+ * refused (no proxy logins).
+ */
+static enum outcome
+cmd_auth(struct session *s, const char *arg, uint64_t n, uint64_t k)
+{
+	char line[POP3D_MAX_SASL + 1];
+	unsigned char raw[POP3D_MAX_SASL];
+	const char *resp;
+	const unsigned char *authcid, *pass, *end;
+	struct cred c;
+	size_t len;
+	int rawlen;
+	enum outcome o;
+
+	(void)n, (void)k;
+	resp = strchr(arg, ' ');
+	len = resp != NULL ? (size_t)(resp - arg) : strlen(arg);
+	if (len != 5 || strncasecmp(arg, "PLAIN", 5) != 0) {
+		io_reply(s->io, "-ERR unsupported SASL mechanism (CAPA lists "
+		    "them)");
+		return OUT_CONTINUE;
+	}
+	if (resp != NULL) {
+		resp++;
+		if (*resp == '\0' || strchr(resp, ' ') != NULL) {
+			io_reply(s->io, "-ERR bad initial response");
+			return OUT_CONTINUE;
+		}
+	} else {
+		/* No initial response: an empty challenge (RFC 5034 §4). */
+		io_reply(s->io, "+ ");
+		switch (io_readline_max(s->io, line, POP3D_MAX_SASL, &len)) {
+		case IO_LINE:
+			break;
+		case IO_TOOLONG:
+			io_reply(s->io, "-ERR SASL response too long");
+			return OUT_CONTINUE;
+		case IO_BADBYTE:
+			io_reply(s->io, "-ERR NUL or bare CR in SASL response");
+			return OUT_CONTINUE;
+		default:
+			return OUT_FAIL;
+		}
+		resp = line;
+	}
+	if (strcmp(resp, "*") == 0) {
+		io_reply(s->io, "-ERR authentication cancelled");
+		explicit_bzero(line, sizeof(line));
+		return OUT_CONTINUE;
+	}
+	/* "=" is an empty response (RFC 5034 §4). */
+	rawlen = strcmp(resp, "=") == 0 ? 0 :
+	    auth_base64(resp, strlen(resp), raw, sizeof(raw));
+	explicit_bzero(line, sizeof(line));
+	if (rawlen < 0) {
+		io_reply(s->io, "-ERR invalid base64 in SASL response");
+		return OUT_CONTINUE;
+	}
+	end = raw + rawlen;
+	authcid = memchr(raw, '\0', (size_t)rawlen);
+	pass = authcid != NULL ? memchr(authcid + 1, '\0',
+	    (size_t)(end - authcid - 1)) : NULL;
+	memset(&c, 0, sizeof(c));
+	c.method = CRED_PLAIN;
+	if (authcid == NULL || pass == NULL ||
+	    memchr(pass + 1, '\0', (size_t)(end - pass - 1)) != NULL ||
+	    (size_t)(pass - authcid - 1) >= sizeof(c.user) ||
+	    (size_t)(end - pass - 1) >= sizeof(c.secret)) {
+		explicit_bzero(raw, sizeof(raw));
+		return failed(s, "-", "AUTH-PLAIN", "malformed PLAIN message");
+	}
+	memcpy(c.user, authcid + 1, (size_t)(pass - authcid - 1));
+	memcpy(c.secret, pass + 1, (size_t)(end - pass - 1));
+	if (!auth_valid_name(c.user) || (authcid != raw &&
+	    ((size_t)(authcid - raw) != strlen(c.user) ||
+	    memcmp(raw, c.user, strlen(c.user)) != 0))) {
+		explicit_bzero(raw, sizeof(raw));
+		explicit_bzero(&c, sizeof(c));
+		return failed(s, "-", "AUTH-PLAIN",
+		    "authorization identity differs from the user");
+	}
+	explicit_bzero(raw, sizeof(raw));
+	o = login(s, &c);
+	return o;
 }
 
 static enum outcome
@@ -470,6 +637,11 @@ dispatch(struct session *s, char *line)
 		if (arg == NULL || arg2 != NULL || session_number(arg, &n) == -1)
 			goto bad;
 		break;
+	case ARG_TWO:
+		if (arg == NULL || arg2 == NULL || *arg == '\0' ||
+		    *arg2 == '\0' || strchr(arg2, ' ') != NULL)
+			goto bad;
+		break;
 	case ARG_MSG_LINES:
 		if (arg == NULL || arg2 == NULL || strchr(arg2, ' ') != NULL ||
 		    session_number(arg, &n) == -1 ||
@@ -481,8 +653,10 @@ dispatch(struct session *s, char *line)
 bad:
 	io_reply(s->io, "-ERR bad arguments: usage is %s%s", c->name,
 	    c->rule == ARG_NONE ? "" : c->rule == ARG_NAME ? " name" :
-	    c->rule == ARG_REST ? " password" : c->rule == ARG_OPTMSG ?
-	    " [msg]" : c->rule == ARG_MSG ? " msg" : " msg lines");
+	    c->rule == ARG_REST ? (c->fn == cmd_auth ? " mechanism [response]" :
+	    " password") : c->rule == ARG_OPTMSG ? " [msg]" :
+	    c->rule == ARG_MSG ? " msg" : c->rule == ARG_TWO ? " name digest" :
+	    " msg lines");
 	return OUT_CONTINUE;
 }
 
