@@ -93,9 +93,41 @@ valgrind: all unit
 demo: all
 	contrib/demo.sh
 
+# Installs the binary, the man pages, the systemd units (with the binary's
+# real path) and the examples; DESTDIR for staging, PREFIX for the place.
+UNITDIR	?= $(PREFIX)/lib/systemd/system
+TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
+DOCDIR	?= $(PREFIX)/share/doc/pop3d
+
+install: all
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 \
+	    $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(UNITDIR) \
+	    $(DESTDIR)$(DOCDIR)/examples
+	install -m 755 obj/pop3d $(DESTDIR)$(SBINDIR)/pop3d
+	install -m 644 man/pop3d.8 $(DESTDIR)$(MANDIR)/man8/pop3d.8
+	install -m 644 man/pop3d.users.5 $(DESTDIR)$(MANDIR)/man5/pop3d.users.5
+	install -m 644 systemd/pop3d.socket $(DESTDIR)$(UNITDIR)/pop3d.socket
+	sed 's|/usr/local/sbin/pop3d|$(SBINDIR)/pop3d|' systemd/pop3d@.service \
+	    > $(DESTDIR)$(UNITDIR)/pop3d@.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/pop3d@.service
+	install -d $(DESTDIR)$(TMPFILESDIR)
+	install -m 644 systemd/pop3d-tmpfiles.conf \
+	    $(DESTDIR)$(TMPFILESDIR)/pop3d.conf
+	install -m 644 inetd.conf.example contrib/tcpserver.sh README.md \
+	    $(DESTDIR)$(DOCDIR)/examples/
+	install -m 644 contrib/xinetd.d/pop3d \
+	    $(DESTDIR)$(DOCDIR)/examples/xinetd.pop3d
+
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/pop3d $(DESTDIR)$(MANDIR)/man8/pop3d.8 \
+	    $(DESTDIR)$(MANDIR)/man5/pop3d.users.5 \
+	    $(DESTDIR)$(UNITDIR)/pop3d.socket $(DESTDIR)$(UNITDIR)/pop3d@.service \
+	    $(DESTDIR)$(TMPFILESDIR)/pop3d.conf
+	rm -rf $(DESTDIR)$(DOCDIR)
+
 clean:
 	rm -rf obj obj-san obj-fi pop3d
 
 -include $(wildcard $(O)/*.d)
 
-.PHONY: all unit test check asan valgrind demo clean
+.PHONY: all unit test check asan valgrind demo install uninstall clean

@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""make install / uninstall, the installed tree and binary, the units and
+the man pages, and the fields of the log lines of a session."""
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+import pop3test as T
+from pop3test import test, check, eq, fail
+
+EXPECTED = [
+    "usr/lib/systemd/system/pop3d.socket",
+    "usr/lib/systemd/system/pop3d@.service",
+    "usr/lib/tmpfiles.d/pop3d.conf",
+    "usr/sbin/pop3d",
+    "usr/share/doc/pop3d/examples/README.md",
+    "usr/share/doc/pop3d/examples/inetd.conf.example",
+    "usr/share/doc/pop3d/examples/tcpserver.sh",
+    "usr/share/doc/pop3d/examples/xinetd.pop3d",
+    "usr/share/man/man5/pop3d.users.5",
+    "usr/share/man/man8/pop3d.8",
+]
+
+
+def make(*args):
+    p = subprocess.run(["make", "-s", "-C", T.REPO] + list(args),
+                       capture_output=True, text=True, timeout=300)
+    check(p.returncode == 0, "make %s failed: %s" % (" ".join(args),
+                                                     p.stderr[-500:]))
+
+
+def tree(root):
+    out = []
+    for d, _, files in os.walk(root):
+        for f in files:
+            out.append(os.path.relpath(os.path.join(d, f), root))
+    return sorted(out)
+
+
+@test
+def install_into_destdir_and_run_the_installed_binary():
+    d = tempfile.mkdtemp(prefix="pop3d-destdir-")
+    try:
+        make("install", "DESTDIR=" + d, "PREFIX=/usr")
+        eq(tree(d), EXPECTED, "installed files")
+        sbin = os.path.join(d, "usr/sbin/pop3d")
+        check(os.stat(sbin).st_mode & 0o777 == 0o755, "binary mode")
+        unit = open(os.path.join(d, "usr/lib/systemd/system/"
+                                 "pop3d@.service")).read()
+        check("ExecStart=/usr/sbin/pop3d " in unit,
+              "unit names the installed binary: %r"
+              % re.findall(r"ExecStart=.*", unit))
+        v = subprocess.run([sbin, "-V"], capture_output=True, text=True)
+        check(v.returncode == 0 and v.stdout.startswith("pop3d "),
+              "pop3d -V: %r" % v.stdout)
+        # The installed binary serves a session.
+        with T.Env() as env:
+            env.add_user("u", "pw")
+            ms = [T.message(1), T.message(2)]
+            env.write_mbox("u", ms)
+            p = subprocess.run([sbin] + env.argv(), input=b"USER u\r\n"
+                               b"PASS pw\r\nRETR 2\r\nQUIT\r\n",
+                               capture_output=True, timeout=30)
+            check(T.stuffed(ms[1]) in p.stdout,
+                  "installed binary's RETR: %r" % p.stdout[-200:])
+            eq(p.returncode, 0, "exit status")
+        make("uninstall", "DESTDIR=" + d, "PREFIX=/usr")
+        eq(tree(d), [], "files left after uninstall")
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@test
+def units_verify_and_man_pages_lint_clean():
+    if shutil.which("systemd-analyze") is None:
+        raise T.Skip("no systemd-analyze")
+    d = tempfile.mkdtemp(prefix="pop3d-prefix-")
+    try:
+        make("install", "PREFIX=" + d)
+        units = [os.path.join(d, "lib/systemd/system", u)
+                 for u in ("pop3d.socket", "pop3d@.service")]
+        p = subprocess.run(["systemd-analyze", "verify", "--man=no"] + units,
+                           capture_output=True, text=True, timeout=60)
+        eq((p.returncode, p.stdout + p.stderr), (0, ""),
+           "systemd-analyze verify")
+        if shutil.which("mandoc"):
+            pages = [os.path.join(d, "share/man/man8/pop3d.8"),
+                     os.path.join(d, "share/man/man5/pop3d.users.5")]
+            p = subprocess.run(["mandoc", "-Tlint", "-W", "warning"] + pages,
+                               capture_output=True, text=True)
+            eq((p.returncode, p.stdout + p.stderr), (0, ""), "mandoc -Tlint")
+        make("uninstall", "PREFIX=" + d)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@test
+def man_page_documents_every_flag():
+    src = open(os.path.join(T.REPO, "pop3d.c")).read()
+    flags = re.search(r'getopt\(argc, argv, "([^"]+)"\)', src).group(1)
+    page = open(os.path.join(T.REPO, "man", "pop3d.8")).read()
+    for f in flags.replace(":", ""):
+        check(re.search(r"^\.It Fl %s\b" % f, page, re.M),
+              "pop3d.8 does not document -%s" % f)
+        check(re.search(r"`-%s\b" % f, open(os.path.join(
+            T.REPO, "README.md")).read()), "README does not list -%s" % f)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@test
+def log_lines_carry_their_fields():
+    if shutil.which("systemd-socket-activate") is None:
+        raise T.Skip("no systemd-socket-activate")
+    with T.Env() as env:
+        env.add_user("u", "Sup3r-Secret-PW")
+        ms = [T.message(i) for i in range(1, 5)]
+        env.write_mbox("u", ms)
+        port = free_port()
+        logf = os.path.join(env.dir, "log")
+        with open(logf, "wb") as lf:
+            srv = subprocess.Popen(
+                ["systemd-socket-activate", "--accept", "--inetd", "-l",
+                 "127.0.0.1:%d" % port, T.BIN] + env.argv(),
+                stdout=subprocess.DEVNULL, stderr=lf)
+        try:
+            for _ in range(100):
+                try:
+                    c = socket.create_connection(("127.0.0.1", port), 1)
+                    break
+                except OSError:
+                    time.sleep(0.05)
+            else:
+                fail("no listener")
+            c.settimeout(10)
+            f = c.makefile("rb")
+            f.readline()
+            local = c.getsockname()[1]
+            for cmd in (b"USER u", b"PASS Wr0ng-Guess-99", b"USER u",
+                        b"PASS Sup3r-Secret-PW",
+                        b"RETR 1", b"RETR 2", b"DELE 3", b"QUIT"):
+                c.sendall(cmd + b"\r\n")
+                line = f.readline()
+                if cmd.startswith(b"RETR") and line.startswith(b"+OK"):
+                    while f.readline() != b".\r\n":
+                        pass
+            c.close()
+            time.sleep(0.5)
+        finally:
+            srv.terminate()
+            srv.wait(10)
+        log = open(logf).read()
+        for secret in ("Sup3r-Secret-PW", "Wr0ng-Guess-99"):
+            check(secret not in log, "a password was logged:\n" + log)
+        check(re.search(r"connect from 127\.0\.0\.1 port %d\b" % local, log),
+              "no connect line with the peer's address and port:\n" + log)
+        check(re.search(r'login failed: user=u method=USER reason="[^"]+" '
+                        r'failures=1', log), "no failed-login line:\n" + log)
+        check(re.search(r"login: user=u method=USER", log),
+              "no login line:\n" + log)
+        sizes = [len(T.wire(m)) for m in ms]
+        want = (r"quit: user=u retrieved=2/%d deleted=1/%d kept=3"
+                % (sizes[0] + sizes[1], sizes[2]))
+        check(re.search(want, log), "no quit line %r:\n%s" % (want, log))
+
+
+if __name__ == "__main__":
+    T.main()
