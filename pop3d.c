@@ -235,12 +235,12 @@ reap(pid_t pid)
  * The parent's side of the login: checks each record the child sends
  * (auth.c), answers with a verdict, and after a good one takes over the
  * bytes the child read ahead.  Root reads only these framed records, never
- * the network.  0 with acct and the pending input in io, or the exit status
- * when the session ended before a login.
+ * the network.  1 after a login, with acct and the pending input in io; 0
+ * when the session ended before one, with the exit status in *status.
  */
 static int
 authorize(const struct config *cfg, const struct passwd *pw,
-    struct account *acct, struct io *io)
+    struct account *acct, struct io *io, int *status)
 {
 	struct pipes child, parent;
 	unsigned char pending[POP3D_INBUF];
@@ -250,11 +250,13 @@ authorize(const struct config *cfg, const struct passwd *pw,
 
 	if (pipe2(up, O_CLOEXEC) == -1 || pipe2(down, O_CLOEXEC) == -1) {
 		log_msg(LOG_ERR, "pipe: %s", strerror(errno));
-		return POP3D_EXIT_SYS;
+		*status = POP3D_EXIT_SYS;
+		return 0;
 	}
 	if ((pid = fork()) == -1) {
 		log_msg(LOG_ERR, "fork: %s", strerror(errno));
-		return POP3D_EXIT_SYS;
+		*status = POP3D_EXIT_SYS;
+		return 0;
 	}
 	if (pid == 0) {
 		(void)close(up[0]);
@@ -275,7 +277,8 @@ authorize(const struct config *cfg, const struct passwd *pw,
 		    -1) {
 			(void)close(parent.up);
 			(void)close(parent.down);
-			return reap(pid);	/* QUIT, EOF, timeout, ... */
+			*status = reap(pid);	/* QUIT, EOF, timeout, ... */
+			return 0;
 		}
 		c.user[sizeof(c.user) - 1] = '\0';
 		c.secret[sizeof(c.secret) - 1] = '\0';
@@ -291,7 +294,8 @@ authorize(const struct config *cfg, const struct passwd *pw,
 			    "failures", cfg->max_fails);
 			(void)kill(pid, SIGKILL);
 			(void)reap(pid);
-			return POP3D_EXIT_CLIENT;
+			*status = POP3D_EXIT_CLIENT;
+			return 0;
 		}
 		if (privsep_send(parent.down, PRIV_VERDICT, &verdict,
 		    sizeof(verdict)) == -1)
@@ -303,15 +307,18 @@ authorize(const struct config *cfg, const struct passwd *pw,
 			log_msg(LOG_ERR, "handoff from pre-login: %s",
 			    strerror(errno));
 			(void)reap(pid);
-			return POP3D_EXIT_SYS;
+			*status = POP3D_EXIT_SYS;
+			return 0;
 		}
 		(void)close(parent.up);
 		(void)close(parent.down);
-		if (reap(pid) != POP3D_EXIT_OK)
-			return POP3D_EXIT_SYS;
+		if (reap(pid) != POP3D_EXIT_OK) {
+			*status = POP3D_EXIT_SYS;
+			return 0;
+		}
 		io_init(io, STDIN_FILENO, STDOUT_FILENO, cfg->timeout);
 		(void)io_preload(io, pending, got);
-		return 0;
+		return 1;
 	}
 }
 
@@ -460,7 +467,7 @@ main(int argc, char *argv[])
 		make_stamp(&cfg);
 	pw = prelogin_user(&cfg);
 
-	if ((status = authorize(&cfg, pw, &acct, &io)) != 0)
+	if (!authorize(&cfg, pw, &acct, &io, &status))
 		return status;
 	session_init(&s, &io, &cfg, NULL, NULL);
 	s.acct = acct;
