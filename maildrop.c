@@ -185,9 +185,9 @@ maildrop_update(struct maildrop *md)
 			md->ndele++;
 			md->bdele += md->msgs[i].size;
 		}
-	if (md->ndele == 0)
-		return MD_OK;
-	return md->ops->update(md);
+	/* The store decides: Maildir moves the shown messages to cur/ even
+	 * when nothing was deleted. */
+	return md->ops->update != NULL ? md->ops->update(md) : MD_OK;
 }
 
 void
