@@ -1,26 +1,992 @@
 /*
  * maildir.c: Maildir maildrops behind the maildrop interface.
- * (Placeholder until the Maildir store lands: every Maildir is refused.)
+ *
+ * A Maildir is a directory with new/, cur/ and tmp/; every message is a
+ * file of its own in new/ (not yet seen by a mail reader) or cur/, named by
+ * the delivery agent as TIME.UNIQUE.HOST[,S=n][,W=n][:2,FLAGS]
+ * (https://cr.yp.to/proto/maildir.html).  Names and bytes are hostile: a
+ * name is any bytes but '/' and NUL, a file any bytes.  Everything is
+ * reached relative to the directory's descriptor, never through a link in
+ * the last step, and a file may vanish or be renamed at any moment by
+ * another client (an IMAP server on the same Maildir): that is a condition
+ * to handle, never a crash.  Runs as the mail user.
+ *
+ * Locks: flock(2) on .pop3d.lock inside the Maildir, for the whole
+ * session, keeps a second POP3 session out ([IN-USE], RFC 2449 §8.1.1).  A
+ * lock file rather than the directory itself, because on NFS flock() is
+ * emulated with fcntl() locks, which need a file open for writing.
+ * Delivery needs no lock: an agent writes into tmp/ and renames into new/,
+ * so a file in new/ or cur/ is always complete, and mail that arrives
+ * during the session is not in the table and not touched by UPDATE.
+ *
+ * The table: msg.off is the offset in md->names of "new/NAME" or
+ * "cur/NAME"; msg.data holds MAILDIR_* flags.  The size comes from ,W= in
+ * the name when there is one (the CRLF size that Dovecot's delivery agent
+ * records; trusted as Dovecot trusts it, so the file is not read at
+ * login), else from one read at login, which also gives msg.len and
+ * msg.hdrlen.  For a name with ,W=, msg.hdrlen is found at the first TOP
+ * and msg.len is never needed: RETR reads to the end of the file.
+ * MAILDIR_HDRLEN says that msg.hdrlen is known.
  */
+#include <sys/file.h>
+#include <sys/stat.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <md5.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <syslog.h>
+#include <unistd.h>
 
 #include "pop3d.h"
+
+/* The session lock; its leading '.' keeps it out of every listing. */
+#define MAILDIR_LOCK	".pop3d.lock"
+/* Counting and RETR move data through this buffer. */
+#define COPY_BUF	(64 * 1024)
+/* msg.data: msg.len and msg.hdrlen have been counted. */
+#define MAILDIR_HDRLEN	0x01
+/* Bytes of "new/" or "cur/" before a name in md->names. */
+#define SUB_LEN		4
+
+/* The name, "new/NAME" or "cur/NAME", of message m. */
+static const char *
+maildir_name(const struct maildrop *md, const struct msg *m)
+{
+	return md->names + m->off;
+}
+
+/*
+ * A name as it may go into the log: a name is any bytes but '/', and a
+ * newline in one must not forge a log line.  Bytes outside 0x20..0x7E
+ * become '?'.  A static buffer: one such name per log call.
+ */
+static const char *
+maildir_logname(const char *name)
+{
+	static char buf[SUB_LEN + NAME_MAX + 1];
+	size_t i;
+
+	for (i = 0; name[i] != '\0' && i + 1 < sizeof(buf); i++)
+		buf[i] = name[i] >= 0x20 && name[i] < 0x7f ? name[i] : '?';
+	buf[i] = '\0';
+	return buf;
+}
+
+/* The name of message i as it may go into the log. */
+static const char *
+maildir_logmsg(const struct maildrop *md, size_t i)
+{
+	return maildir_logname(maildir_name(md, &md->msgs[i]));
+}
+
+/*
+ * The unique part of a name: what comes before the ':' of the info
+ * ("1700000000.M1P2.host,S=10,W=12" of "...:2,S").  It never changes
+ * once the message is delivered, whatever a mail reader does to the
+ * flags, which is why the UIDL and the search for a renamed file use it.
+ */
+static size_t
+maildir_base_len(const char *base)
+{
+	return strcspn(base, ":");
+}
+
+/*
+ * The delivery time that leads a name, in seconds.  A name without one
+ * counts as 0 and so sorts first; a number too large saturates.
+ */
+static uint64_t
+maildir_time(const char *base)
+{
+	uint64_t t = 0;
+
+	for (; *base >= '0' && *base <= '9'; base++) {
+		if (t > (UINT64_MAX - 9) / 10)
+			return UINT64_MAX;
+		t = t * 10 + (uint64_t)(*base - '0');
+	}
+	return t;
+}
+
+/*
+ * Delivery order: the leading time, then the name without its directory,
+ * then the whole name so that the order is total.
+ */
+static int
+maildir_order(const char *a, const char *b)
+{
+	uint64_t ta = maildir_time(a + SUB_LEN), tb = maildir_time(b + SUB_LEN);
+	int c;
+
+	if (ta != tb)
+		return ta < tb ? -1 : 1;
+	if ((c = strcmp(a + SUB_LEN, b + SUB_LEN)) != 0)
+		return c;
+	return strcmp(a, b);
+}
+
+static int
+maildir_msg_cmp(const void *a, const void *b, void *names)
+{
+	const struct msg *x = a, *y = b;
+	const char *n = names;
+
+	return maildir_order(n + x->off, n + y->off);
+}
+
+/*
+ * The ,W= field of a unique part: the size in CRLF octets.  0 and *w, or
+ * -1 when there is none or it is not a plain decimal number.
+ */
+static int
+maildir_vsize(const char *base, uint64_t *w)
+{
+	size_t len = maildir_base_len(base), i;
+
+	for (i = 0; i + 3 < len; i++) {
+		uint64_t v = 0;
+		size_t j;
+
+		if (base[i] != ',' || base[i + 1] != 'W' || base[i + 2] != '=')
+			continue;
+		for (j = i + 3; j < len && base[j] >= '0' && base[j] <= '9';
+		    j++) {
+			if (v > (UINT64_MAX - 9) / 10)
+				break;
+			v = v * 10 + (uint64_t)(base[j] - '0');
+		}
+		if (j > i + 3 && (j == len || base[j] == ',')) {
+			*w = v;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+/*
+ * Counts stored bytes the way io_body_write sends them: each LF, with one
+ * CR right before it dropped, goes out as CRLF; other CRs pass; a last
+ * line without LF still ends in CRLF, and a CR that ends the file becomes
+ * that CRLF's CR (RFC 1939 §3, RFC 5322 §2.3).  hdrlen is the header up to
+ * and including the first empty line, or everything when there is none.
+ */
+struct count {
+	uint64_t	 len;		/* stored bytes so far */
+	uint64_t	 size;		/* octets as sent */
+	uint64_t	 line;		/* bytes of the unfinished line */
+	uint64_t	 hdrlen;
+	int		 in_header;	/* no empty line yet */
+	unsigned char	 last;		/* the last byte counted */
+};
+
+static void
+maildir_count(struct count *c, const unsigned char *p, size_t n)
+{
+	const unsigned char *q = p, *end = p + n, *lf;
+
+	c->size += n;
+	while (q < end && (lf = memchr(q, '\n', (size_t)(end - q))) != NULL) {
+		uint64_t linelen = c->line + (uint64_t)(lf - q) + 1;
+		unsigned char before = lf > p ? lf[-1] : c->last;
+		int cr = linelen >= 2 && before == '\r';
+
+		if (!cr)
+			c->size++;
+		if (c->in_header && (linelen == 1 || (linelen == 2 && cr))) {
+			c->in_header = 0;
+			c->hdrlen = c->len + (uint64_t)(lf - p) + 1;
+		}
+		c->line = 0;
+		q = lf + 1;
+	}
+	c->line += (uint64_t)(end - q);
+	if (n > 0)
+		c->last = p[n - 1];
+	c->len += n;
+}
+
+/*
+ * Reads fd from offset 0 and counts it; with header_only, stops at the
+ * end of the header.  0, or -1 with errno.
+ */
+static int
+maildir_count_fd(int fd, struct count *c, int header_only)
+{
+	static unsigned char buf[COPY_BUF];
+
+	memset(c, 0, sizeof(*c));
+	c->in_header = 1;
+	for (;;) {
+		ssize_t n = pread(fd, buf, sizeof(buf), (off_t)c->len);
+
+		if (n == -1) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		if (n == 0)
+			break;
+		maildir_count(c, buf, (size_t)n);
+		if (header_only && !c->in_header)
+			return 0;
+	}
+	if (c->line > 0)
+		c->size += c->last == '\r' ? 1 : 2;
+	if (c->in_header)
+		c->hdrlen = c->len;
+	return 0;
+}
+
+/* Appends "sub/name" and its NUL to md->names; its offset into *off. */
+static int
+maildir_pool_add(struct maildrop *md, const char *sub, const char *name,
+    uint64_t *off)
+{
+	size_t nlen = strlen(name), need = SUB_LEN + nlen + 1;
+
+	if (need > md->names_cap - md->names_len) {
+		size_t cap = md->names_cap > 0 ? md->names_cap : 4096;
+		char *p;
+
+		while (need > cap - md->names_len) {
+			if (cap > SIZE_MAX / 2) {
+				errno = ENOMEM;
+				return -1;
+			}
+			cap *= 2;
+		}
+		if ((p = realloc(md->names, cap)) == NULL)
+			return -1;
+		md->names = p;
+		md->names_cap = cap;
+	}
+	*off = md->names_len;
+	memcpy(md->names + md->names_len, sub, SUB_LEN - 1);
+	md->names[md->names_len + SUB_LEN - 1] = '/';
+	memcpy(md->names + md->names_len + SUB_LEN, name, nlen + 1);
+	md->names_len += need;
+	return 0;
+}
+
+/*
+ * The scan at login: the messages of new/ and cur/, at most
+ * POP3D_MAX_MSGS of them.  Beyond the cap the table becomes a max-heap in
+ * delivery order, so that the oldest messages are the ones shown, as in
+ * an mbox; the rest stays untouched, like mail that arrives during the
+ * session.
+ */
+struct pick {
+	int		 full;		/* at the cap: a heap */
+	size_t		 dropped;	/* messages left out */
+	size_t		 garbage;	/* pool bytes no message uses */
+};
+
+static void
+maildir_sift_down(struct maildrop *md, size_t i)
+{
+	struct msg *h = md->msgs, t;
+
+	for (;;) {
+		size_t l = 2 * i + 1, r = l + 1, big = i;
+
+		if (l < md->count && maildir_msg_cmp(&h[l], &h[big],
+		    md->names) > 0)
+			big = l;
+		if (r < md->count && maildir_msg_cmp(&h[r], &h[big],
+		    md->names) > 0)
+			big = r;
+		if (big == i)
+			return;
+		t = h[i];
+		h[i] = h[big];
+		h[big] = t;
+		i = big;
+	}
+}
+
+/* Drops the pool bytes that no message uses any more. */
+static int
+maildir_pool_compact(struct maildrop *md, struct pick *pk)
+{
+	size_t cap = md->names_len - pk->garbage, len = 0, i;
+	char *p;
+
+	if ((p = malloc(cap)) == NULL)
+		return -1;
+	for (i = 0; i < md->count; i++) {
+		const char *name = maildir_name(md, &md->msgs[i]);
+		size_t n = strlen(name) + 1;
+
+		memcpy(p + len, name, n);
+		md->msgs[i].off = len;
+		len += n;
+	}
+	free(md->names);
+	md->names = p;
+	md->names_len = len;
+	md->names_cap = cap;
+	pk->garbage = 0;
+	return 0;
+}
+
+static int
+maildir_collect(struct maildrop *md, void *arg, const char *sub,
+    const char *name)
+{
+	struct pick *pk = arg;
+	size_t start = md->names_len, i;
+	struct msg *m;
+	uint64_t off;
+
+	if (maildir_pool_add(md, sub, name, &off) == -1)
+		return -1;
+	if (!pk->full) {
+		if ((m = maildrop_append(md)) != NULL) {
+			m->off = off;
+			return 0;
+		}
+		if (errno != EFBIG)
+			return -1;
+		pk->full = 1;
+		for (i = md->count / 2; i-- > 0; )
+			maildir_sift_down(md, i);
+	}
+	pk->dropped++;
+	if (md->count == 0 || maildir_order(md->names + off,
+	    maildir_name(md, &md->msgs[0])) >= 0) {
+		md->names_len = start;	/* newer than all shown */
+		return 0;
+	}
+	/* Older than the newest shown message, which gives way. */
+	pk->garbage += strlen(maildir_name(md, &md->msgs[0])) + 1;
+	md->msgs[0].off = off;
+	maildir_sift_down(md, 0);
+	if (pk->garbage > (size_t)1 << 20 && pk->garbage > md->names_len / 2)
+		return maildir_pool_compact(md, pk);
+	return 0;
+}
+
+/*
+ * Calls fn for every entry of sub/ that may be a message: a regular file
+ * whose name does not start with '.' (Maildir readers skip dot files).
+ * 0, or -1 with errno from the directory or from fn.
+ */
+static int
+maildir_scan_dir(struct maildrop *md, const char *sub,
+    int (*fn)(struct maildrop *, void *, const char *, const char *),
+    void *arg)
+{
+	struct dirent *e;
+	struct stat st;
+	DIR *d;
+	int dfd, ret = -1, saved;
+
+	dfd = openat(md->fd, sub, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+	    O_CLOEXEC);
+	if (dfd == -1)
+		return -1;
+	if ((d = fdopendir(dfd)) == NULL) {
+		saved = errno;
+		(void)close(dfd);
+		errno = saved;
+		return -1;
+	}
+	for (;;) {
+		errno = 0;
+		if ((e = readdir(d)) == NULL) {
+			if (errno == 0)
+				ret = 0;
+			break;
+		}
+		if (e->d_name[0] == '.')
+			continue;
+		if (e->d_type == DT_UNKNOWN) {
+			/* Some file systems do not fill d_type. */
+			if (fstatat(dfd, e->d_name, &st,
+			    AT_SYMLINK_NOFOLLOW) == -1) {
+				if (errno == ENOENT)
+					continue;	/* just removed */
+				break;
+			}
+			if (!S_ISREG(st.st_mode))
+				continue;
+		} else if (e->d_type != DT_REG)
+			continue;
+		if (fn(md, arg, sub, e->d_name) == -1)
+			break;
+	}
+	saved = errno;
+	if (closedir(d) == -1 && ret == 0)
+		return -1;
+	errno = saved;
+	return ret;
+}
+
+/*
+ * A Maildir or a part of it that cannot be opened or read for a reason
+ * that will not go away by itself (a link, a file where a directory
+ * should be, permissions) needs the admin.
+ */
+static enum md_status
+maildir_status(int err)
+{
+	return err == ELOOP || err == ENOTDIR || err == EACCES ||
+	    err == EPERM || err == ENOENT || err == EROFS ? MD_PERM : MD_TEMP;
+}
+
+/* Messages that vanished under the session and are being looked for. */
+struct lost {
+	size_t		*idx;		/* sorted by unique part */
+	size_t		 n;
+};
+
+static int
+maildir_base_cmp(const char *a, const char *b)
+{
+	size_t la = maildir_base_len(a), lb = maildir_base_len(b);
+	int c = memcmp(a, b, la < lb ? la : lb);
+
+	if (c != 0)
+		return c;
+	return la < lb ? -1 : la > lb;
+}
+
+static int
+maildir_lost_cmp(const void *a, const void *b, void *arg)
+{
+	const struct maildrop *md = arg;
+	const size_t *i = a, *j = b;
+
+	return maildir_base_cmp(maildir_name(md, &md->msgs[*i]) + SUB_LEN,
+	    maildir_name(md, &md->msgs[*j]) + SUB_LEN);
+}
+
+static int
+maildir_find(struct maildrop *md, void *arg, const char *sub,
+    const char *name)
+{
+	struct lost *l = arg;
+	size_t lo = 0, hi = l->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		struct msg *m = &md->msgs[l->idx[mid]];
+		int c = maildir_base_cmp(name, maildir_name(md, m) + SUB_LEN);
+
+		if (c < 0)
+			hi = mid;
+		else if (c > 0)
+			lo = mid + 1;
+		else {
+			const char *old = maildir_name(md, m);
+
+			if (strncmp(old, sub, SUB_LEN - 1) == 0 &&
+			    strcmp(old + SUB_LEN, name) == 0)
+				return 0;
+			return maildir_pool_add(md, sub, name, &m->off);
+		}
+	}
+	return 0;
+}
+
+/*
+ * Looks for messages whose files vanished: a file that another client
+ * renamed (an IMAP server moving it from new/ to cur/, or changing its
+ * flags) keeps its unique part, and the table follows it to its new name.
+ * The caller's idx is sorted here.  0 (whether or not found), or -1.
+ */
+static int
+maildir_relocate(struct maildrop *md, size_t *idx, size_t n)
+{
+	struct lost l = { idx, n };
+
+	qsort_r(idx, n, sizeof(*idx), maildir_lost_cmp, md);
+	if (maildir_scan_dir(md, "new", maildir_find, &l) == -1 ||
+	    maildir_scan_dir(md, "cur", maildir_find, &l) == -1) {
+		log_msg(LOG_ERR, "maildrop %s: looking for renamed messages: "
+		    "%s", md->path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Opens message i for reading, following it when another client renamed
+ * it (when follow is set).  The descriptor, or -1 with errno; ENOENT when
+ * the message is gone or is no regular file any more.
+ */
+static int
+maildir_open_msg(struct maildrop *md, size_t i, int follow)
+{
+	struct stat st;
+	int fd, saved;
+
+	fd = openat(md->fd, maildir_name(md, &md->msgs[i]), O_RDONLY |
+	    O_NOFOLLOW | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+	if (fd == -1 && errno == ENOENT && follow) {
+		if (maildir_relocate(md, &i, 1) == -1)
+			return -1;
+		fd = openat(md->fd, maildir_name(md, &md->msgs[i]), O_RDONLY |
+		    O_NOFOLLOW | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+	}
+	if (fd == -1) {
+		if (errno == ELOOP)
+			errno = ENOENT;	/* a link now: not a message */
+		return -1;
+	}
+	if (fstat(fd, &st) == -1)
+		saved = errno;
+	else if (!S_ISREG(st.st_mode))
+		saved = ENOENT;		/* a FIFO or device now */
+	else
+		return fd;
+	(void)close(fd);
+	errno = saved;
+	return -1;
+}
+
+/*
+ * Fills in message m at login: its digest, and its size from the name or
+ * from one read.  1 to keep it; 0 to leave it out because it vanished, is
+ * no regular file, or cannot be read (logged: one bad file must not lock
+ * the user out of the rest); -1 on a system failure.
+ */
+static int
+maildir_measure(struct maildrop *md, size_t i)
+{
+	struct msg *m = &md->msgs[i];
+	const char *name = maildir_name(md, m);
+	struct count c;
+	MD5_CTX ctx;
+	int fd, saved;
+
+	MD5Init(&ctx);
+	MD5Update(&ctx, (const uint8_t *)name + SUB_LEN,
+	    maildir_base_len(name + SUB_LEN));
+	MD5Final(m->uid, &ctx);
+	if (maildir_vsize(name + SUB_LEN, &m->size) == 0)
+		return 1;
+	if ((fd = maildir_open_msg(md, i, 0)) == -1) {
+		if (errno == ENOENT)
+			return 0;
+		goto unreadable;
+	}
+	if (maildir_count_fd(fd, &c, 0) == -1) {
+		saved = errno;
+		(void)close(fd);
+		errno = saved;
+		goto unreadable;
+	}
+	(void)close(fd);		/* read-only: nothing to lose */
+	m->len = c.len;
+	m->size = c.size;
+	m->hdrlen = c.hdrlen;
+	m->data |= MAILDIR_HDRLEN;
+	return 1;
+unreadable:
+	if (errno != EACCES && errno != EPERM && errno != EIO)
+		return -1;
+	log_msg(LOG_WARNING, "maildrop %s: %s: %s; not shown", md->path,
+	    maildir_logname(name), strerror(errno));
+	return 0;
+}
+
+static enum md_status
+maildir_lock(struct maildrop *md)
+{
+	struct stat st;
+
+	md->lockfd = openat(md->fd, MAILDIR_LOCK, O_RDWR | O_CREAT |
+	    O_NOFOLLOW | O_NOCTTY | O_NONBLOCK | O_CLOEXEC, 0600);
+	if (md->lockfd == -1) {
+		log_msg(LOG_ERR, "maildrop %s: lock file %s: %s", md->path,
+		    MAILDIR_LOCK, strerror(errno));
+		return maildir_status(errno);
+	}
+	if (fstat(md->lockfd, &st) == -1) {
+		log_msg(LOG_ERR, "maildrop %s: fstat %s: %s", md->path,
+		    MAILDIR_LOCK, strerror(errno));
+		return MD_TEMP;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		log_msg(LOG_ERR, "maildrop %s: %s is not a regular file",
+		    md->path, MAILDIR_LOCK);
+		return MD_PERM;
+	}
+	if (flock(md->lockfd, LOCK_EX | LOCK_NB) == -1) {
+		if (errno == EWOULDBLOCK) {
+			log_msg(LOG_NOTICE, "maildrop %s: in use", md->path);
+			return MD_INUSE;
+		}
+		log_msg(LOG_ERR, "maildrop %s: flock: %s", md->path,
+		    strerror(errno));
+		return MD_TEMP;
+	}
+	return MD_OK;
+}
 
 static enum md_status
 maildir_open(struct maildrop *md)
 {
-	log_msg(LOG_ERR, "maildrop %s: Maildir is not supported yet", md->path);
-	return MD_PERM;
+	static const char *const subs[] = { "new", "cur" };
+	struct pick pk = { 0, 0, 0 };
+	struct stat st;
+	enum md_status r;
+	size_t i, j;
+	int k;
+
+	md->fd = open(md->path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+	    O_CLOEXEC);
+	if (md->fd == -1) {
+		log_msg(LOG_ERR, "maildrop %s: open: %s", md->path,
+		    strerror(errno));
+		return errno == ENOENT ? MD_TEMP : maildir_status(errno);
+	}
+	if (fstat(md->fd, &st) == -1) {
+		log_msg(LOG_ERR, "maildrop %s: fstat: %s", md->path,
+		    strerror(errno));
+		return MD_TEMP;
+	}
+	md->id.dev = st.st_dev;
+	md->id.ino = st.st_ino;
+	if ((r = maildir_lock(md)) != MD_OK)
+		return r;
+	/* tmp/ holds deliveries in progress: never shown. */
+	for (i = 0; i < 2; i++)
+		if (maildir_scan_dir(md, subs[i], maildir_collect, &pk) ==
+		    -1) {
+			log_msg(LOG_ERR, "maildrop %s: reading %s/: %s",
+			    md->path, subs[i], strerror(errno));
+			return maildir_status(errno);
+		}
+	/* Numbers stay fixed for the session (RFC 1939 §5). */
+	if (md->count > 1)
+		qsort_r(md->msgs, md->count, sizeof(md->msgs[0]),
+		    maildir_msg_cmp, md->names);
+	for (i = j = 0; i < md->count; i++) {
+		if ((k = maildir_measure(md, i)) == -1) {
+			log_msg(LOG_ERR, "maildrop %s: %s: %s", md->path,
+			    maildir_logmsg(md, i), strerror(errno));
+			return MD_TEMP;
+		}
+		if (k == 1)
+			md->msgs[j++] = md->msgs[i];
+	}
+	md->count = j;
+	if (maildrop_dedup(md) == -1) {
+		log_msg(LOG_ERR, "maildrop %s: %s", md->path, strerror(errno));
+		return MD_TEMP;
+	}
+	if (pk.dropped > 0)
+		log_msg(LOG_WARNING, "maildrop %s: over %d messages, %zu not "
+		    "shown", md->path, POP3D_MAX_MSGS, pk.dropped);
+	return MD_OK;
+}
+
+/*
+ * Streams the file's bytes [off, off + len) through the writer; len
+ * UINT64_MAX means up to the end of the file.
+ */
+static enum md_status
+maildir_stream(struct maildrop *md, size_t i, int fd, struct io *io,
+    uint64_t off, uint64_t len, long long *lines)
+{
+	static unsigned char buf[COPY_BUF];
+	int to_eof = len == UINT64_MAX;
+
+	while (len > 0 && io->err == 0) {
+		size_t want = len < sizeof(buf) ? (size_t)len : sizeof(buf);
+		ssize_t n = pread(fd, buf, want, (off_t)off);
+		size_t used;
+
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == 0 && to_eof)
+			break;
+		if (n <= 0) {
+			log_msg(LOG_ERR, "maildrop %s: %s: read at %llu: %s",
+			    md->path, maildir_logmsg(md, i),
+			    (unsigned long long)off,
+			    n == 0 ? "file shrank" : strerror(errno));
+			return MD_TEMP;
+		}
+		used = io_body_write(io, buf, (size_t)n, lines);
+		if (lines != NULL && *lines == 0)
+			break;
+		off += used;
+		if (!to_eof)
+			len -= used;
+	}
+	return MD_OK;
+}
+
+/*
+ * RETR and TOP (RFC 1939 §7).  The file is opened before a byte of it is
+ * written, so a message that another client deleted ends in MD_TEMP with
+ * nothing of it sent.
+ */
+static enum md_status
+maildir_send(struct maildrop *md, struct io *io, size_t i, long long lines)
+{
+	struct msg *m = &md->msgs[i];
+	enum md_status r = MD_TEMP;
+	struct count c;
+	int fd;
+
+	if ((fd = maildir_open_msg(md, i, 1)) == -1) {
+		if (errno == ENOENT)
+			log_msg(LOG_NOTICE, "maildrop %s: message %zu (%s) "
+			    "was removed by another client", md->path, i + 1,
+			    maildir_logmsg(md, i));
+		else
+			log_msg(LOG_ERR, "maildrop %s: %s: %s", md->path,
+			    maildir_logmsg(md, i), strerror(errno));
+		return MD_TEMP;
+	}
+	if (lines >= 0 && !(m->data & MAILDIR_HDRLEN)) {
+		/* The size came from ,W=: find the header's end now. */
+		if (maildir_count_fd(fd, &c, 1) == -1) {
+			log_msg(LOG_ERR, "maildrop %s: %s: %s", md->path,
+			    maildir_logmsg(md, i), strerror(errno));
+			goto out;
+		}
+		m->hdrlen = c.hdrlen;
+		m->data |= MAILDIR_HDRLEN;
+	}
+	io_body_begin(io);
+	if (lines < 0)
+		r = maildir_stream(md, i, fd, io, 0, UINT64_MAX, NULL);
+	else if ((r = maildir_stream(md, i, fd, io, 0, m->hdrlen, NULL)) ==
+	    MD_OK && lines > 0)
+		r = maildir_stream(md, i, fd, io, m->hdrlen, UINT64_MAX,
+		    &lines);
+	if (r == MD_OK)
+		io_body_end(io);
+out:
+	(void)close(fd);		/* read-only: nothing to lose */
+	return r;
+}
+
+/*
+ * Before RETR and TOP, and so before the +OK: a message whose file
+ * another client deleted gets -ERR and the session goes on (a file that
+ * was only renamed is followed).  send opens the file again; should it
+ * vanish in between, send fails before writing a byte of it.
+ */
+static enum md_status
+maildir_check(struct maildrop *md, size_t i)
+{
+	struct stat st;
+
+	if (fstatat(md->fd, maildir_name(md, &md->msgs[i]), &st,
+	    AT_SYMLINK_NOFOLLOW) == -1 && errno == ENOENT) {
+		if (maildir_relocate(md, &i, 1) == -1)
+			return MD_TEMP;
+		if (fstatat(md->fd, maildir_name(md, &md->msgs[i]), &st,
+		    AT_SYMLINK_NOFOLLOW) == -1 && errno == ENOENT) {
+			log_msg(LOG_NOTICE, "maildrop %s: message %zu (%s) "
+			    "was removed by another client", md->path, i + 1,
+			    maildir_logmsg(md, i));
+			return MD_TEMP;
+		}
+	}
+	/* Other errors and non-files: send says why, in the log. */
+	return MD_OK;
+}
+
+/*
+ * Moves a shown message from new/ to cur/ with an empty info ":2,", so
+ * that mail readers stop treating it as new; the unique part, and with it
+ * the UIDL, stays.  RENAME_NOREPLACE keeps a file already in cur/ under
+ * that name from being replaced; a file system that does not know the
+ * flag gets a plain rename.  0, or -1 with errno.
+ */
+static int
+maildir_move(struct maildrop *md, const char *name)
+{
+	const char *base = name + SUB_LEN;
+	char to[SUB_LEN + NAME_MAX + 1];
+	int n;
+
+	n = snprintf(to, sizeof(to), "cur/%s%s", base,
+	    strchr(base, ':') != NULL ? "" : ":2,");
+	if (n < 0 || (size_t)n >= sizeof(to)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	if (renameat2(md->fd, name, md->fd, to, RENAME_NOREPLACE) == 0)
+		return 0;
+	if (errno != EINVAL)
+		return -1;
+	return renameat(md->fd, name, md->fd, to);
+}
+
+/* fsync(2) on sub/, so that the unlinks and renames in it persist. */
+static int
+maildir_sync_dir(struct maildrop *md, const char *sub)
+{
+	int dfd, saved;
+
+	dfd = openat(md->fd, sub, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+	    O_CLOEXEC);
+	if (dfd == -1)
+		return -1;
+	/* EINVAL: a file system that cannot sync directories. */
+	if (fsync(dfd) == -1 && errno != EINVAL) {
+		saved = errno;
+		(void)close(dfd);
+		errno = saved;
+		return -1;
+	}
+	return close(dfd);
+}
+
+/* Unlinks message i; 0, or -1 with errno (ENOENT: already gone). */
+static int
+maildir_unlink(struct maildrop *md, size_t i, int *dirty)
+{
+	const char *name = maildir_name(md, &md->msgs[i]);
+
+	if (unlinkat(md->fd, name, 0) == -1)
+		return -1;
+	dirty[name[0] == 'n' ? 0 : 1] = 1;
+	return 0;
+}
+
+/*
+ * RFC 1939 §6: unlinks the deleted messages and moves the others that
+ * are still in new/ to cur/.  A message that vanished is looked for under
+ * its new name; one that cannot be found is already gone, which is what
+ * DELE asked for.  A failed move leaves the message in new/, where the
+ * next session shows it again under the same UIDL: logged, not an error.
+ * A failed unlink or directory sync is MD_TEMP.
+ */
+static enum md_status
+maildir_update(struct maildrop *md)
+{
+	static const char *const subs[] = { "new", "cur" };
+	enum md_status r = MD_OK;
+	int dirty[2] = { 0, 0 };	/* new/, cur/ changed */
+	size_t *lost = NULL, nlost = 0, i;
+
+	for (i = 0; i < md->count; i++) {
+		if (!(md->msgs[i].flags & MSG_DELETED))
+			continue;
+		if (maildir_unlink(md, i, dirty) == 0)
+			continue;
+		if (errno == ENOENT) {
+			if (lost == NULL && (lost = reallocarray(NULL,
+			    md->count, sizeof(*lost))) == NULL) {
+				log_msg(LOG_ERR, "maildrop %s: %s", md->path,
+				    strerror(errno));
+				r = MD_TEMP;
+				continue;
+			}
+			lost[nlost++] = i;
+			continue;
+		}
+		log_msg(LOG_ERR, "maildrop %s: unlink %s: %s", md->path,
+		    maildir_logmsg(md, i), strerror(errno));
+		r = MD_TEMP;
+	}
+	if (nlost > 0) {
+		if (maildir_relocate(md, lost, nlost) == -1)
+			r = MD_TEMP;
+		else
+			for (i = 0; i < nlost; i++)
+				if (maildir_unlink(md, lost[i], dirty) == -1 &&
+				    errno != ENOENT) {
+					log_msg(LOG_ERR, "maildrop %s: unlink "
+					    "%s: %s", md->path,
+					    maildir_logmsg(md, lost[i]),
+					    strerror(errno));
+					r = MD_TEMP;
+				}
+	}
+	free(lost);
+	for (i = 0; i < md->count; i++) {
+		const char *name = maildir_name(md, &md->msgs[i]);
+
+		if ((md->msgs[i].flags & MSG_DELETED) ||
+		    strncmp(name, "new/", SUB_LEN) != 0)
+			continue;
+		if (maildir_move(md, name) == 0) {
+			dirty[0] = dirty[1] = 1;
+			continue;
+		}
+		/* ENOENT: another client moved or removed it first. */
+		if (errno != ENOENT)
+			log_msg(LOG_WARNING, "maildrop %s: moving %s to cur/: "
+			    "%s", md->path, maildir_logname(name),
+			    strerror(errno));
+	}
+	for (i = 0; i < 2; i++)
+		if (dirty[i] && maildir_sync_dir(md, subs[i]) == -1) {
+			log_msg(LOG_ERR, "maildrop %s: fsync %s/: %s",
+			    md->path, subs[i], strerror(errno));
+			r = MD_TEMP;
+		}
+	return r;
+}
+
+/*
+ * RFC 1939 §7: a UIDL is 1 to 70 characters from 0x21 to 0x7E.  The
+ * unique part of the name is used when it is one, as Dovecot and Courier
+ * do, so that ids stay the same when a user moves between them; otherwise
+ * the hex of its MD5.  A second file with the same unique part gets the
+ * hex and a suffix, as an mbox copy does.
+ */
+static void
+maildir_uidl(const struct maildrop *md, size_t i, char *buf)
+{
+	static const char hex[] = "0123456789abcdef";
+	const struct msg *m = &md->msgs[i];
+	const char *base = maildir_name(md, m) + SUB_LEN;
+	size_t len = maildir_base_len(base), j;
+	int ok = m->dup == 0 && len >= 1 && len <= POP3D_UIDL_MAX;
+
+	for (j = 0; ok && j < len; j++)
+		if ((unsigned char)base[j] < 0x21 ||
+		    (unsigned char)base[j] > 0x7e)
+			ok = 0;
+	if (ok) {
+		memcpy(buf, base, len);
+		buf[len] = '\0';
+		return;
+	}
+	for (j = 0; j < sizeof(m->uid); j++) {
+		buf[2 * j] = hex[m->uid[j] >> 4];
+		buf[2 * j + 1] = hex[m->uid[j] & 0xf];
+	}
+	buf[2 * j] = '\0';
+	if (m->dup > 0)
+		snprintf(buf + 2 * j, POP3D_UIDL_MAX + 1 - 2 * j, "-%u",
+		    (unsigned)m->dup);
 }
 
 static void
 maildir_close(struct maildrop *md)
 {
-	(void)md;
+	/* Read-only descriptors: closing loses nothing; it drops the lock. */
+	if (md->lockfd != -1)
+		(void)close(md->lockfd);
+	md->lockfd = -1;
+	if (md->fd != -1)
+		(void)close(md->fd);
+	md->fd = -1;
 }
 
 const struct maildrop_ops maildir_ops = {
 	.name = "maildir",
 	.open = maildir_open,
+	.send = maildir_send,
+	.update = maildir_update,
 	.close = maildir_close,
+	.check = maildir_check,
+	.uidl = maildir_uidl,
 };

@@ -78,7 +78,7 @@ here but curl and poplib writes Unix files.
              "\n" for CRLF: E(m)), DELE of three, QUIT; the maildrop holds
              exactly the rest, and a second session reads them with the
              same UIDLs.
-A Maildir as the maildrop (skipped while pop3d refuses Maildirs): fetchmail
+A Maildir as the maildrop: fetchmail
 --keep under tcpserver (UIDL = the name up to ':', stable after a session
 that read everything; nothing new on the second run; a new file in new/
 alone on the third), mpop keep off + skipsize under inetd (exactly the big
@@ -1140,12 +1140,10 @@ def maildrop_files(path):
 
 
 def need_maildir(env):
-    """Skips when this pop3d is the one before Maildir support."""
+    """The Maildir maildrop logs in (a plain session, before the client)."""
     r = subprocess.run([BIN] + env.argv(), input=("USER %s\r\nPASS %s\r\n"
                        "QUIT\r\n" % (USER, PW)).encode(),
                        capture_output=True, timeout=30 * SLOW)
-    if b"-ERR" in r.stdout and b"not supported" in r.stderr:
-        raise Skip("this pop3d serves no Maildir yet")
     check(b"maildrop has" in r.stdout, "login to the Maildir: %s %s"
           % (short(r.stdout), short(r.stderr)))
 
