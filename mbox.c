@@ -188,23 +188,28 @@ piece(struct scan *s, uint64_t off, const unsigned char *p, size_t n,
 	return 0;
 }
 
-int
-mbox_scan(struct maildrop *md, int fd, uint64_t size)
+/*
+ * Scans fd's bytes [start, size), start being that of a "From " line (or of
+ * the file), through buf (SCAN_BUF bytes), appending the messages to md.
+ * A line's first piece is its first min(length, SCAN_BUF) bytes wherever
+ * the range starts, so rescanning one message's envelope and header gives
+ * the digest that the scan of the whole file gave (see changed()).
+ */
+static int
+scan_range(struct maildrop *md, int fd, uint64_t start, uint64_t size,
+    unsigned char *buf)
 {
 	struct scan s;
-	unsigned char *buf;
-	uint64_t pos = 0;	/* file offset of buf[0] */
+	uint64_t pos = start;	/* file offset of buf[0] */
 	size_t have = 0;
-	int in_line = 0, ret = -1;
+	int in_line = 0;
 
 	memset(&s, 0, sizeof(s));
 	s.md = md;
 	s.prev_empty = 1;	/* the start of the file counts as one */
 	md->end = size;
-	if (size == 0)
+	if (size <= start)
 		return 0;
-	if ((buf = malloc(SCAN_BUF)) == NULL)
-		return -1;
 	while (pos + have < size && !s.full) {
 		size_t want = SCAN_BUF - have;
 		ssize_t n;
@@ -215,11 +220,11 @@ mbox_scan(struct maildrop *md, int fd, uint64_t size)
 		if (n == -1) {
 			if (errno == EINTR)
 				continue;
-			goto out;
+			return -1;
 		}
 		if (n == 0) {
 			errno = EIO;	/* shrank under the lock: not ours */
-			goto out;
+			return -1;
 		}
 		have += (size_t)n;
 
@@ -234,7 +239,7 @@ mbox_scan(struct maildrop *md, int fd, uint64_t size)
 
 				if (piece(&s, pos + p, buf + p, len, !in_line,
 				    1) == -1)
-					goto out;
+					return -1;
 				in_line = 0;
 				p += len;
 			} else if (eof || in_line || (p == 0 &&
@@ -242,7 +247,7 @@ mbox_scan(struct maildrop *md, int fd, uint64_t size)
 				/* A line's tail, or a line over SCAN_BUF. */
 				if (piece(&s, pos + p, buf + p, have - p,
 				    !in_line, 0) == -1)
-					goto out;
+					return -1;
 				in_line = 1;
 				p = have;
 			} else
@@ -268,8 +273,21 @@ mbox_scan(struct maildrop *md, int fd, uint64_t size)
 		s.prev_empty = 0;
 	}
 	finish(&s, s.prev_empty);
-	ret = maildrop_dedup(md);
-out:
+	return maildrop_dedup(md);
+}
+
+int
+mbox_scan(struct maildrop *md, int fd, uint64_t size)
+{
+	unsigned char *buf;
+	int ret;
+
+	md->end = size;
+	if (size == 0)
+		return 0;
+	if ((buf = malloc(SCAN_BUF)) == NULL)
+		return -1;
+	ret = scan_range(md, fd, 0, size, buf);
 	free(buf);
 	return ret;
 }
@@ -519,18 +537,46 @@ mbox_send(struct maildrop *md, struct io *io, size_t i, long long lines)
 }
 
 /*
- * Was the mbox changed under us other than by appending (a mail reader
- * expunged or rewrote it)?  Then offsets from the scan are stale.  Cheap
- * checks that any such rewrite trips: the file is no shorter than the part
- * the table covers, and each message's "From " line is where it was, at
- * the start of a line.  -1 (logged) when it changed or cannot be read.
+ * Is message i still the one the scan found at its offset: its envelope
+ * and header, rescanned, give the same digest?  1 yes, 0 no or unreadable.
  */
 static int
-changed(struct maildrop *md, size_t first, size_t last)
+same_message(struct maildrop *md, size_t i, unsigned char *buf)
+{
+	const struct msg *m = &md->msgs[i];
+	struct maildrop tmp;
+	int same;
+
+	memset(&tmp, 0, sizeof(tmp));
+	tmp.fd = -1;
+	same = scan_range(&tmp, md->fd, m->off, m->data + m->hdrlen, buf) ==
+	    0 && tmp.count == 1 && tmp.msgs[0].data == m->data &&
+	    memcmp(tmp.msgs[0].uid, m->uid, sizeof(m->uid)) == 0;
+	free(tmp.msgs);
+	return same;
+}
+
+/*
+ * Was the mbox changed under us other than by appending (a mail reader
+ * expunged or rewrote it)?  Then offsets from the scan are stale.  Checks
+ * that such a rewrite trips: the path still names the file we opened (not
+ * one renamed over it, nor none), the file is no shorter than the part the
+ * table covers, each message in [first, last] has its "From " line where
+ * it was, at the start of a line, and those whose flags have bits of mask
+ * (all when mask is 0) are the same messages: an expunge can leave a
+ * "From " line at every old offset (equal-sized messages, the same size
+ * of new mail behind).  -1 (logged) when it changed or cannot be read.
+ */
+static int
+changed(struct maildrop *md, size_t first, size_t last, uint32_t mask)
 {
 	struct stat st;
+	unsigned char *buf = NULL;
 	size_t i;
 
+	if (lstat(md->path, &st) == -1 || st.st_dev != md->id.dev ||
+	    st.st_ino != md->id.ino)
+		goto stale;
 	if (fstat(md->fd, &st) == -1 || st.st_ino != md->id.ino ||
 	    (uint64_t)st.st_size < md->end)
 		goto stale;
@@ -545,9 +591,20 @@ changed(struct maildrop *md, size_t first, size_t last)
 		} else if (pread(md->fd, b, 6, (off_t)off - 1) != 6 ||
 		    memcmp(b, "\nFrom ", 6) != 0)
 			goto stale;
+		if (mask != 0 && !(md->msgs[i].flags & mask))
+			continue;
+		if (buf == NULL && (buf = malloc(SCAN_BUF)) == NULL) {
+			log_msg(LOG_ERR, "maildrop %s: %s", md->path,
+			    strerror(errno));
+			return -1;
+		}
+		if (!same_message(md, i, buf))
+			goto stale;
 	}
+	free(buf);
 	return 0;
 stale:
+	free(buf);
 	log_msg(LOG_ERR, "maildrop %s: changed during the session by another "
 	    "program (not by appending); refusing to use stale offsets",
 	    md->path);
@@ -558,7 +615,7 @@ static enum md_status
 mbox_check(struct maildrop *md, size_t i)
 {
 	/* The message and the one behind it (whose "From " ends it). */
-	return changed(md, i, i + 1) == -1 ? MD_TEMP : MD_OK;
+	return changed(md, i, i + 1, 0) == -1 ? MD_TEMP : MD_OK;
 }
 
 /*
@@ -588,7 +645,8 @@ mbox_update(struct maildrop *md)
 		    strerror(errno));
 		return MD_TEMP;
 	}
-	if (changed(md, 0, md->count - 1) == -1)
+	/* Deleting is safe when what goes is what the client saw. */
+	if (changed(md, 0, md->count - 1, MSG_DELETED) == -1)
 		goto out;
 	if (fstat(md->fd, &st) == -1) {
 		log_msg(LOG_ERR, "maildrop %s: fstat: %s", md->path,
