@@ -171,6 +171,47 @@ same(const char *a, const char *b, size_t n)
 	return d == 0;
 }
 
+/*
+ * The hash an unknown user is checked against.  It must cost what a known
+ * user's does, so it takes its method and cost from a real hash in the
+ * same database (the first one there): a users file of sha512crypt hashes
+ * gets a sha512crypt dummy, not the default yescrypt one, which is ten
+ * times slower and would tell an unknown user from a wrong password.
+ */
+static const char *
+dummy_for(const struct config *cfg, char *buf, size_t n)
+{
+	const struct spwd *sp;
+	FILE *fp;
+	char *line = NULL;
+	size_t cap = 0;
+	int found = 0;
+
+	if (cfg->users_file != NULL) {
+		if ((fp = fopen(cfg->users_file, "re")) == NULL)
+			return dummy_hash();
+		while (!found && getline(&line, &cap, fp) != -1) {
+			char *h = strchr(line, ':');
+
+			if (line[0] == '#' || h == NULL || h[1] != '$')
+				continue;
+			h[strcspn(h + 1, ":\n") + 1] = '\0';
+			found = strlcpy(buf, h + 1, n) < n;
+		}
+		if (line != NULL)
+			explicit_bzero(line, cap);
+		free(line);
+		fclose(fp);
+	} else {
+		setspent();
+		while (!found && (sp = getspent()) != NULL)
+			if (sp->sp_pwdp[0] == '$')
+				found = strlcpy(buf, sp->sp_pwdp, n) < n;
+		endspent();
+	}
+	return found ? buf : dummy_hash();
+}
+
 /* 1 when pass matches hash; crypt_rn's work is done either way. */
 static int
 check_hash(const char *pass, const char *hash)
@@ -277,6 +318,21 @@ fill_account(const struct config *cfg, char *f[F_COUNT], struct account *a,
 	return 0;
 }
 
+int
+auth_parse_line(const struct config *cfg, char *line, struct account *acct,
+    const char **hash, const char **apop, const char **why)
+{
+	char *f[F_COUNT];
+
+	if (split(line, f, why) == -1)
+		return -1;
+	if (acct != NULL && fill_account(cfg, f, acct, why) == -1)
+		return -1;
+	*hash = f[F_HASH];
+	*apop = f[F_APOP];
+	return 0;
+}
+
 /* RFC 1939 §7: MD5 of the greeting's timestamp and the shared secret. */
 static int
 apop_ok(const struct config *cfg, const char *secret, const char *digest)
@@ -325,7 +381,6 @@ file_lookup(const struct config *cfg, const char *user, struct account *acct,
 		return -1;
 	}
 	while ((len = getline(&line, &cap, fp)) != -1) {
-		char *f[F_COUNT];
 		const char *why = NULL;
 
 		lineno++;
@@ -336,19 +391,26 @@ file_lookup(const struct config *cfg, const char *user, struct account *acct,
 		if (strlen(line) != (size_t)len)
 			why = "NUL byte";
 		else {
-			/* After split, line is the name even if malformed. */
-			int bad = split(line, f, &why) == -1;
+			/*
+			 * The name ends at the first ':'.  Only the user's
+			 * first line fills acct (and costs a getpwuid).
+			 */
+			size_t nlen = strcspn(line, ":");
+			int mine = nlen == strlen(user) &&
+			    strncmp(line, user, nlen) == 0;
+			const char *h = NULL, *apop = NULL;
+			int bad = auth_parse_line(cfg, line,
+			    mine && found == 0 ? acct : NULL, &h, &apop,
+			    &why) == -1;
 
-			if (strcmp(line, user) != 0)
+			if (!mine)
 				;
 			else if (found != 0)
 				why = "duplicate user, the first line counts";
 			else {
 				found = lineno;
-				if (!bad && fill_account(cfg, f, acct,
-				    &why) == 0 &&
-				    strlcpy(hash, f[F_HASH], hn) < hn &&
-				    strlcpy(secret, f[F_APOP], sn) < sn)
+				if (!bad && strlcpy(hash, h, hn) < hn &&
+				    strlcpy(secret, apop, sn) < sn)
 					r = 1;
 			}
 		}
@@ -402,14 +464,23 @@ system_lookup(const struct config *cfg, const char *user,
 	h = pw->pw_passwd;
 	if ((sp = getspnam(user)) != NULL) {
 		h = sp->sp_pwdp;
-		if (sp->sp_expire > 0 && sp->sp_expire <= today) {
+		/* -1 is "never"; 0 is expired, as pam_unix has it. */
+		if (sp->sp_expire >= 0 && sp->sp_expire <= today) {
 			log_msg(LOG_NOTICE, "user %s: account expired", user);
 			return 0;
 		}
 	} else if (strcmp(h, "x") == 0) {
-		log_msg(LOG_ERR, "user %s: shadow entry unreadable (%s)", user,
-		    errno != 0 ? strerror(errno) : "missing");
-		return errno == EACCES || errno == EPERM ? -1 : 0;
+		/*
+		 * glibc leaves errno 0 when the shadow file cannot be read,
+		 * so not being root is what tells "unreadable" from "no
+		 * entry".
+		 */
+		int unreadable = geteuid() != 0 || errno == EACCES ||
+		    errno == EPERM;
+
+		log_msg(LOG_ERR, "user %s: shadow entry %s", user,
+		    unreadable ? "unreadable (pop3d is not root)" : "missing");
+		return unreadable ? -1 : 0;
 	}
 	if (h[0] == '!' || h[0] == '*' || h[0] == '\0') {
 		log_msg(LOG_NOTICE, "user %s: account locked", user);
@@ -430,32 +501,35 @@ enum auth_result
 auth_check(const struct config *cfg, const struct cred *c,
     struct account *acct)
 {
-	char hash[512] = "", secret[256] = "";
+	char hash[512] = "", secret[256] = "", dummy[512];
 	enum auth_result r = AUTH_FAIL;
-	int found;
+	int found, locked;
 
 	if (cfg->users_file != NULL)
 		found = file_lookup(cfg, c->user, acct, hash, sizeof(hash),
 		    secret, sizeof(secret));
 	else
 		found = system_lookup(cfg, c->user, acct, hash, sizeof(hash));
+	locked = hash[0] == '\0' || hash[0] == '!' || hash[0] == '*';
 	if (found == -1)
 		r = AUTH_TEMP;
 	else if (c->method == CRED_APOP) {
 		/*
-		 * Only users with a shared secret can use APOP; the others
-		 * fail the same way (after the same work) as a bad digest.
+		 * Only users with a shared secret can use APOP, and a locked
+		 * hash locks APOP too; the others fail the same way (after
+		 * the same work) as a bad digest.
 		 */
-		(void)check_hash(c->secret, dummy_hash());
-		if (found == 1 && cfg->apop && secret[0] != '\0' &&
+		(void)check_hash(c->secret, dummy_for(cfg, dummy,
+		    sizeof(dummy)));
+		if (found == 1 && !locked && cfg->apop && secret[0] != '\0' &&
 		    apop_ok(cfg, secret, c->secret))
 			r = AUTH_OK;
-	} else if (found == 1 && hash[0] != '\0' && hash[0] != '!' &&
-	    hash[0] != '*')
+	} else if (found == 1 && !locked)
 		r = check_hash(c->secret, hash) ? AUTH_OK : AUTH_FAIL;
 	else {
 		/* Unknown or locked: the same crypt work, the same answer. */
-		(void)check_hash(c->secret, dummy_hash());
+		(void)check_hash(c->secret, dummy_for(cfg, dummy,
+		    sizeof(dummy)));
 		if (found == 1)
 			log_msg(LOG_NOTICE, "user %s: account locked", c->user);
 	}

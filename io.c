@@ -156,9 +156,13 @@ fill(struct io *io, int64_t deadline)
 	ssize_t n;
 
 	if (io->inoff > 0) {
+		size_t old = io->inlen;
+
 		memmove(io->inbuf, io->inbuf + io->inoff, io->inlen - io->inoff);
 		io->inlen -= io->inoff;
 		io->inoff = 0;
+		/* No stale copy of a consumed line (a password) stays behind. */
+		explicit_bzero(io->inbuf + io->inlen, old - io->inlen);
 	}
 	for (;;) {
 		struct pollfd pfd = { .fd = io->in, .events = POLLIN };
@@ -225,6 +229,8 @@ io_readline_max(struct io *io, char *line, size_t max, size_t *len)
 			 * discarding until the LF, whose line is refused.
 			 */
 			toolong = 1;
+			explicit_bzero(io->inbuf + io->inoff,
+			    io->inlen - io->inoff);
 			io->inoff = io->inlen;
 		}
 		if (io->outlen > 0 && io_flush(io) == -1)
@@ -241,20 +247,28 @@ io_readline_max(struct io *io, char *line, size_t max, size_t *len)
 	size_t start = io->inoff;
 	size_t end = (size_t)(lf - io->inbuf);	/* index of the LF */
 	size_t n = end - start;			/* bytes before the LF */
+	enum io_line r = IO_LINE;
+
 	io->inoff = end + 1;
 	if (toolong || n + 1 > max ||
 	    (n + 2 > max && !(n > 0 && io->inbuf[end - 1] == '\r')))
 		/* RFC 2449 §4: 255 octets counting CRLF (a bare LF as 2). */
-		return IO_TOOLONG;
-	if (n > 0 && io->inbuf[end - 1] == '\r')
-		n--;
-	if (memchr(io->inbuf + start, '\0', n) != NULL ||
-	    memchr(io->inbuf + start, '\r', n) != NULL)
-		return IO_BADBYTE;
-	memcpy(line, io->inbuf + start, n);
-	line[n] = '\0';
-	*len = n;
-	return IO_LINE;
+		r = IO_TOOLONG;
+	else {
+		if (n > 0 && io->inbuf[end - 1] == '\r')
+			n--;
+		if (memchr(io->inbuf + start, '\0', n) != NULL ||
+		    memchr(io->inbuf + start, '\r', n) != NULL)
+			r = IO_BADBYTE;
+		else {
+			memcpy(line, io->inbuf + start, n);
+			line[n] = '\0';
+			*len = n;
+		}
+	}
+	/* The caller has its copy; the buffer keeps none (passwords). */
+	explicit_bzero(io->inbuf + start, end + 1 - start);
+	return r;
 }
 
 void

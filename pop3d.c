@@ -64,11 +64,18 @@ fd_hygiene(int keep_stderr)
 	int fd;
 
 	closefrom(3);
-	if ((fd = open("/dev/null", O_RDWR)) == -1)
-		exit(POP3D_EXIT_SYS);
-	/* Under inetd fd 2 is the connection: never write there. */
-	if (!keep_stderr || fcntl(STDERR_FILENO, F_GETFD) == -1)
-		(void)dup2(fd, STDERR_FILENO);
+	/*
+	 * Under inetd fd 2 is the connection: never write there.  Without a
+	 * usable /dev/null, fd 2 is closed instead (nothing writes to it
+	 * unless -e asked for it).
+	 */
+	if (keep_stderr && fcntl(STDERR_FILENO, F_GETFD) != -1)
+		return;
+	if ((fd = open("/dev/null", O_RDWR)) == -1) {
+		(void)close(STDERR_FILENO);
+		return;
+	}
+	(void)dup2(fd, STDERR_FILENO);
 	if (fd > STDERR_FILENO)
 		(void)close(fd);
 }

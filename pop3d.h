@@ -13,6 +13,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #define POP3D_VERSION		"0.1"
 
@@ -332,6 +333,17 @@ enum auth_result auth_check(const struct config *, const struct cred *,
  */
 int	auth_base64(const char *in, size_t len, unsigned char *out, size_t n);
 /*
+ * Parses one users-file line (name:hash:uid:gid:maildrop:apop-secret,
+ * without its newline) in place; afterwards line is the name, even when
+ * the line is malformed.  With acct, also fills it as a login would
+ * (maildrop expanded from the line or cfg->maildrop); without, checks only
+ * the syntax.  0 with *hash and *apop pointing into line (or at "" when
+ * the line ends before them), or -1 with *why saying what is wrong with
+ * the line (never the password).
+ */
+int	auth_parse_line(const struct config *, char *line, struct account *,
+	    const char **hash, const char **apop, const char **why);
+/*
  * Expands %u (user), %h (home) and %% in tmpl into buf of size n.
  * 0, or -1 on truncation, an unknown escape or a missing home.
  */
@@ -375,6 +387,7 @@ struct session {
 	char			 user[POP3D_MAX_ARG + 1];	/* after USER */
 	int			 fails;
 	int			 update_failed;	/* QUIT answered -ERR */
+	struct timespec		 cmd_start;	/* when the command came */
 	struct account		 acct;
 	struct maildrop		*md;
 	session_verify_fn	 verify;

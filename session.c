@@ -17,6 +17,7 @@
 #include <string.h>
 #include <strings.h>
 #include <syslog.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "pop3d.h"
@@ -204,11 +205,27 @@ failed(struct session *s, const char *user, const char *method,
 	    "failures=%d", user, method, why, s->fails);
 	/*
 	 * The delay comes before the answer so that a client cannot
-	 * pipeline its guesses past it.
+	 * pipeline its guesses past it.  It runs to a deadline counted from
+	 * the command's arrival, not from the end of the check: every
+	 * failure is answered at the same moment, whatever crypt cost (a
+	 * database that mixes yescrypt and sha512crypt hashes cannot make an
+	 * unknown user cost exactly what each known one does).
 	 */
 	if (s->cfg->auth_delay > 0) {
+		struct timespec now, left;
+		int64_t ns;
+
 		(void)io_flush(s->io);
-		sleep((unsigned)s->cfg->auth_delay);
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		ns = (int64_t)s->cfg->auth_delay * 1000000000 -
+		    ((int64_t)(now.tv_sec - s->cmd_start.tv_sec) * 1000000000 +
+		    (now.tv_nsec - s->cmd_start.tv_nsec));
+		if (ns > 0) {
+			left.tv_sec = (time_t)(ns / 1000000000);
+			left.tv_nsec = (long)(ns % 1000000000);
+			while (nanosleep(&left, &left) == -1 && errno == EINTR)
+				;
+		}
 	}
 	if (s->fails >= s->cfg->max_fails) {
 		io_reply(s->io, "-ERR [AUTH] too many failures, goodbye");
@@ -408,8 +425,14 @@ cmd_quit(struct session *s, const char *arg, uint64_t n, uint64_t k)
 	r = maildrop_update(s->md);
 	if (r != MD_OK) {
 		s->update_failed = 1;
-		io_reply(s->io, "-ERR [%s] deletions not applied, maildrop "
-		    "left as it was", r == MD_PERM ? "SYS/PERM" : "SYS/TEMP");
+		/*
+		 * mbox: nothing changed, or the journal completes it at the
+		 * next login; Maildir: some unlinks may be done.  Either way
+		 * the client must look again.
+		 */
+		io_reply(s->io, "-ERR [%s] deletions could not be completed; "
+		    "log in again to see the maildrop",
+		    r == MD_PERM ? "SYS/PERM" : "SYS/TEMP");
 		return OUT_FAIL;
 	}
 	maildrop_stat(s->md, &left, &octets);
@@ -690,6 +713,7 @@ loop(struct session *s)
 			log_msg(LOG_INFO, "connection read: %s", strerror(errno));
 			return OUT_FAIL;
 		}
+		clock_gettime(CLOCK_MONOTONIC, &s->cmd_start);
 		o = dispatch(s, line);
 		explicit_bzero(line, sizeof(line));	/* may hold a password */
 		if (s->io->err != 0) {
