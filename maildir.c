@@ -944,7 +944,6 @@ maildir_update(struct maildrop *md)
 static void
 maildir_uidl(const struct maildrop *md, size_t i, char *buf)
 {
-	static const char hex[] = "0123456789abcdef";
 	const struct msg *m = &md->msgs[i];
 	const char *base = maildir_name(md, m) + SUB_LEN;
 	size_t len = maildir_base_len(base), j;
@@ -959,14 +958,7 @@ maildir_uidl(const struct maildrop *md, size_t i, char *buf)
 		buf[len] = '\0';
 		return;
 	}
-	for (j = 0; j < sizeof(m->uid); j++) {
-		buf[2 * j] = hex[m->uid[j] >> 4];
-		buf[2 * j + 1] = hex[m->uid[j] & 0xf];
-	}
-	buf[2 * j] = '\0';
-	if (m->dup > 0)
-		snprintf(buf + 2 * j, POP3D_UIDL_MAX + 1 - 2 * j, "-%u",
-		    (unsigned)m->dup);
+	maildrop_uidl_digest(m, buf);
 }
 
 static void

@@ -72,16 +72,11 @@ maildrop_stat(const struct maildrop *md, size_t *n, uint64_t *octets)
 }
 
 void
-maildrop_uidl(const struct maildrop *md, size_t i, char *buf)
+maildrop_uidl_digest(const struct msg *m, char *buf)
 {
 	static const char hex[] = "0123456789abcdef";
-	const struct msg *m = &md->msgs[i];
 	size_t j;
 
-	if (md->ops != NULL && md->ops->uidl != NULL) {
-		md->ops->uidl(md, i, buf);
-		return;
-	}
 	for (j = 0; j < sizeof(m->uid); j++) {
 		buf[2 * j] = hex[m->uid[j] >> 4];
 		buf[2 * j + 1] = hex[m->uid[j] & 0xf];
@@ -95,6 +90,15 @@ maildrop_uidl(const struct maildrop *md, size_t i, char *buf)
 	if (m->dup > 0)
 		snprintf(buf + 2 * j, POP3D_UIDL_MAX + 1 - 2 * j, "-%u",
 		    (unsigned)m->dup);
+}
+
+void
+maildrop_uidl(const struct maildrop *md, size_t i, char *buf)
+{
+	if (md->ops != NULL && md->ops->uidl != NULL)
+		md->ops->uidl(md, i, buf);
+	else
+		maildrop_uidl_digest(&md->msgs[i], buf);
 }
 
 struct msg *

@@ -230,6 +230,8 @@ struct maildrop {
 enum md_status	maildrop_open(struct maildrop *, const char *path);
 /* Counts and octets of the messages not marked deleted. */
 void	maildrop_stat(const struct maildrop *, size_t *n, uint64_t *octets);
+/* The UIDL of m from its digest and dup number, as hex (buf as below). */
+void	maildrop_uidl_digest(const struct msg *m, char *buf);
 /* The printable UIDL of message i into buf (POP3D_UIDL_MAX + 1 bytes). */
 void	maildrop_uidl(const struct maildrop *, size_t i, char *buf);
 /* Appends to the table, growing it; -1 (ENOMEM/EFBIG) on failure. */
