@@ -76,6 +76,7 @@ unit: $(UNITBIN)
 test: all unit
 	$(MAKE) SAN=1 all unit
 	$(MAKE) FI=1 all
+	$(MAKE) fuzz-build
 	tests/run
 
 check: all unit
@@ -131,3 +132,41 @@ clean:
 -include $(wildcard $(O)/*.d)
 
 .PHONY: all unit test check asan valgrind demo install uninstall clean
+
+# Fuzz targets (tests/fuzz/): the library built with clang, libFuzzer's
+# coverage and ASan + UBSan into obj-fuzz/, one binary per harness.
+# `make fuzz` builds them and runs each for FUZZ_SECONDS (default 60).
+FUZZ_CC	 ?= clang
+FUZZ_SAN  = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
+	    -fno-omit-frame-pointer
+FUZZ_CFLAGS = $(WARN) $(FUZZ_SAN) -fsanitize=fuzzer-no-link -D_GNU_SOURCE \
+	    -MMD -MP $(DEPS_CFLAGS) $(CFLAGS)
+FUZZ_NAMES = session base64 users mbox
+FUZZ_OBJ  = $(LIBSRC:%.c=obj-fuzz/%.o)
+FUZZ_BIN  = $(FUZZ_NAMES:%=obj-fuzz/fuzz_%)
+
+fuzz-build: $(FUZZ_BIN)
+
+fuzz: fuzz-build
+	tests/fuzz/run
+
+obj-fuzz:
+	mkdir -p obj-fuzz
+
+obj-fuzz/%.o: %.c | obj-fuzz
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -c -o $@ $<
+
+obj-fuzz/libpop3d.a: $(FUZZ_OBJ)
+	rm -f $@ && ar rcs $@ $(FUZZ_OBJ)
+
+obj-fuzz/fuzz_%: tests/fuzz/fuzz_%.c obj-fuzz/libpop3d.a | obj-fuzz
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -I. -o $@ $< obj-fuzz/libpop3d.a \
+	    $(FUZZ_SAN) -fsanitize=fuzzer $(LDFLAGS) $(DEPS_LIBS)
+
+clean: clean-fuzz
+clean-fuzz:
+	rm -rf obj-fuzz
+
+-include $(wildcard obj-fuzz/*.d)
+
+.PHONY: fuzz fuzz-build clean-fuzz

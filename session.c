@@ -283,10 +283,10 @@ cmd_pass(struct session *s, const char *arg, uint64_t n, uint64_t k)
 	c.method = CRED_USER;
 	strlcpy(c.user, s->user, sizeof(c.user));
 	s->user[0] = '\0';
-	if (strlcpy(c.secret, arg, sizeof(c.secret)) >= sizeof(c.secret)) {
-		explicit_bzero(&c, sizeof(c));
-		return failed(s, c.user, "USER", "password too long");
-	}
+	/* A command line cannot carry more than the record holds. */
+	_Static_assert(POP3D_MAX_LINE <= POP3D_MAX_SECRET + 1,
+	    "a PASS argument always fits struct cred");
+	strlcpy(c.secret, arg, sizeof(c.secret));
 	return login(s, &c);
 }
 

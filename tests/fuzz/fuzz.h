@@ -1,0 +1,60 @@
+/*
+ * fuzz.h: what the libFuzzer targets in tests/fuzz/ share: the entry
+ * points and CHECK, which reports a broken property and aborts, so that
+ * libFuzzer keeps the input as a crash.
+ *
+ * A target whose library code logs (log_msg to stderr) runs with
+ * -close_fd_mask=2; fuzz_report_init, called from LLVMFuzzerInitialize
+ * (which runs before libFuzzer closes stderr), keeps CHECK's own copy.
+ * fuzz_on_exit registers what removes a target's temporary files, so that
+ * it runs at the end and also after a finding.
+ */
+#ifndef FUZZ_H
+#define FUZZ_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <sanitizer/common_interface_defs.h>
+
+int	LLVMFuzzerInitialize(int *, char ***);
+int	LLVMFuzzerTestOneInput(const uint8_t *, size_t);
+
+static int fuzz_report_fd = STDERR_FILENO;
+static void (*fuzz_cleanup)(void);
+
+static inline void
+fuzz_report_init(void)
+{
+	int fd = dup(STDERR_FILENO);
+
+	if (fd != -1)
+		fuzz_report_fd = fd;
+}
+
+static inline void
+fuzz_on_exit(void (*fn)(void))
+{
+	fuzz_cleanup = fn;
+	(void)atexit(fn);
+	__sanitizer_set_death_callback(fn);
+}
+
+static inline void
+fuzz_fail(const char *file, int line, const char *what)
+{
+	dprintf(fuzz_report_fd, "%s:%d: check failed: %s\n", file, line,
+	    what);
+	if (fuzz_cleanup != NULL)
+		fuzz_cleanup();
+	abort();
+}
+
+#define CHECK(cond) do {						\
+	if (!(cond))							\
+		fuzz_fail(__FILE__, __LINE__, #cond);			\
+} while (0)
+
+#endif /* FUZZ_H */
