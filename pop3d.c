@@ -102,6 +102,13 @@ log_peer(void)
 			port = ntohs(s6->sin6_port);
 		}
 	}
+	else if (getenv("TCPREMOTEIP") != NULL) {
+		/* tcpserver (UCSPI) says who it is when fd 0 cannot. */
+		const char *p = getenv("TCPREMOTEPORT");
+
+		strlcpy(host, getenv("TCPREMOTEIP"), sizeof(host));
+		port = p != NULL ? atoi(p) : 0;
+	}
 	log_msg(LOG_INFO, "connect from %s port %d", host, port);
 }
 
@@ -329,6 +336,38 @@ authorize(const struct config *cfg, const struct passwd *pw,
 	}
 }
 
+/*
+ * The users file holds password hashes: one anybody may write is refused
+ * (they could add themselves), one anybody may read is logged loudly.
+ */
+static void
+check_users_file(const struct config *cfg)
+{
+	struct stat st;
+
+	if (cfg->users_file == NULL)
+		return;
+	if (stat(cfg->users_file, &st) == -1) {
+		log_msg(LOG_ERR, "users file %s: %s", cfg->users_file,
+		    strerror(errno));
+		return;	/* each login then answers [SYS/TEMP] */
+	}
+	if (!S_ISREG(st.st_mode))
+		return;	/* not readable as a file: [SYS/TEMP] at each login */
+	if ((st.st_mode & (S_IWGRP | S_IWOTH)) ||
+	    (geteuid() == 0 && st.st_uid != 0)) {
+		log_msg(LOG_ERR, "users file %s is writable by others (mode "
+		    "%03o, owner %lu); refusing to use it", cfg->users_file,
+		    (unsigned)(st.st_mode & 0777), (unsigned long)st.st_uid);
+		exit(POP3D_EXIT_CONFIG);
+	}
+	if (st.st_mode & S_IROTH)
+		log_msg(LOG_WARNING, "users file %s is readable by everyone "
+		    "(mode %03o): its password hashes can be cracked offline; "
+		    "chmod 600 it", cfg->users_file,
+		    (unsigned)(st.st_mode & 0777));
+}
+
 /* The unprivileged user of the pre-login process, and its empty jail. */
 static const struct passwd *
 prelogin_user(struct config *cfg)
@@ -472,6 +511,7 @@ main(int argc, char *argv[])
 	tzset();	/* syslog's clock, before the jail hides the zone file */
 	if (cfg.apop)
 		make_stamp(&cfg);
+	check_users_file(&cfg);
 	pw = prelogin_user(&cfg);
 
 	if (!authorize(&cfg, pw, &acct, &io, &status))
@@ -524,15 +564,16 @@ main(int argc, char *argv[])
 		md.ndele = 0;
 		md.bdele = 0;
 	}
-	maildrop_stat(&md, &kept, &octets);
 	if (status != POP3D_EXIT_OK)
-		kept = md.count;
+		for (size_t i = 0; i < md.count; i++)
+			md.msgs[i].flags &= ~(uint32_t)MSG_DELETED;
+	maildrop_stat(&md, &kept, &octets);
 	log_msg(LOG_INFO, "%s: user=%s retrieved=%zu/%llu deleted=%zu/%llu "
-	    "kept=%zu", status == POP3D_EXIT_OK ? "quit" :
+	    "kept=%zu/%llu", status == POP3D_EXIT_OK ? "quit" :
 	    status == POP3D_EXIT_SYS ? "quit failed, nothing deleted" :
 	    "ended without QUIT, nothing deleted", s.acct.name, md.nretr,
 	    (unsigned long long)md.bretr, md.ndele,
-	    (unsigned long long)md.bdele, kept);
+	    (unsigned long long)md.bdele, kept, (unsigned long long)octets);
 	maildrop_close(&md);
 	return status;
 }

@@ -169,9 +169,112 @@ def log_lines_carry_their_fields():
         check(re.search(r"login: user=u method=USER", log),
               "no login line:\n" + log)
         sizes = [len(T.wire(m)) for m in ms]
-        want = (r"quit: user=u retrieved=2/%d deleted=1/%d kept=3"
-                % (sizes[0] + sizes[1], sizes[2]))
+        want = (r"quit: user=u retrieved=2/%d deleted=1/%d kept=3/%d"
+                % (sizes[0] + sizes[1], sizes[2], sizes[0] + sizes[1] +
+                   sizes[3]))
         check(re.search(want, log), "no quit line %r:\n%s" % (want, log))
+
+
+@test
+def ipv6_peer_is_logged():
+    if shutil.which("systemd-socket-activate") is None:
+        raise T.Skip("no systemd-socket-activate")
+    try:
+        probe = socket.socket(socket.AF_INET6)
+        probe.bind(("::1", 0))
+        port = probe.getsockname()[1]
+        probe.close()
+    except OSError:
+        raise T.Skip("no IPv6 loopback here")
+    with T.Env() as env:
+        env.add_user("u", "pw")
+        env.write_mbox("u", [T.message(1)])
+        logf = os.path.join(env.dir, "log")
+        with open(logf, "wb") as lf:
+            srv = subprocess.Popen(
+                ["systemd-socket-activate", "--accept", "--inetd", "-l",
+                 "[::1]:%d" % port, T.BIN] + env.argv(),
+                stdout=subprocess.DEVNULL, stderr=lf)
+        try:
+            for _ in range(100):
+                try:
+                    c = socket.create_connection(("::1", port), 1)
+                    break
+                except OSError:
+                    time.sleep(0.05)
+            else:
+                fail("no IPv6 listener")
+            c.settimeout(10)
+            f = c.makefile("rb")
+            f.readline()
+            local = c.getsockname()[1]
+            c.sendall(b"QUIT\r\n")
+            f.readline()
+            c.close()
+            time.sleep(0.3)
+        finally:
+            srv.terminate()
+            srv.wait(10)
+        log = open(logf).read()
+        check(re.search(r"connect from ::1 port %d\b" % local, log),
+              "no connect line with the IPv6 peer:\n" + log)
+
+
+@test
+def peer_from_tcpserver_environment():
+    # Where fd 0 is no socket, the UCSPI variables name the peer.
+    with T.Env() as env:
+        env.add_user("u", "pw")
+        e = dict(os.environ, TCPREMOTEIP="192.0.2.7", TCPREMOTEPORT="4711")
+        p = subprocess.run([T.BIN] + env.argv(), input=b"QUIT\r\n",
+                           capture_output=True, env=e, timeout=30)
+        check(b"connect from 192.0.2.7 port 4711" in p.stderr,
+              "peer from the environment: %r" % p.stderr[-300:])
+
+
+@test
+def users_file_writable_by_others_is_refused():
+    with T.Env() as env:
+        env.add_user("u", "pw")
+        env.write_mbox("u", [T.message(1)])
+        os.chmod(env.users_path, 0o620)
+        p = subprocess.run([T.BIN] + env.argv(), input=b"QUIT\r\n",
+                           capture_output=True, timeout=30)
+        eq(p.returncode, 78, "exit status with a group-writable users file")
+        check(b"writable by others" in p.stderr, "no log line: %r"
+              % p.stderr[-300:])
+        os.chmod(env.users_path, 0o644)
+        p = subprocess.run([T.BIN] + env.argv(), input=b"USER u\r\n"
+                           b"PASS pw\r\nQUIT\r\n", capture_output=True,
+                           timeout=30)
+        eq(p.returncode, 0, "exit status with a world-readable users file")
+        check(b"readable by everyone" in p.stderr, "no warning: %r"
+              % p.stderr[-300:])
+
+
+@test
+def release_binary_is_hardened():
+    # STYLE.md's flags, read back from the ELF file.
+    b = os.path.join(T.REPO, "obj", "pop3d")
+    if shutil.which("readelf") is None:
+        raise T.Skip("no readelf")
+
+    def readelf(*a):
+        return subprocess.run(["readelf"] + list(a) + [b],
+                              capture_output=True, text=True).stdout
+
+    check("DYN (Position-Independent Executable" in readelf("-h"),
+          "not a PIE")
+    prog = readelf("-lW")
+    check("GNU_RELRO" in prog, "no RELRO segment")
+    stack = [l for l in prog.splitlines() if "GNU_STACK" in l]
+    check(stack and "RWE" not in stack[0], "executable stack: %r" % stack)
+    dyn = readelf("-d")
+    check("BIND_NOW" in dyn or "NOW" in dyn, "not bound now (full RELRO)")
+    syms = readelf("--dyn-syms", "-W")
+    check("__stack_chk_fail" in syms, "no stack protector")
+    check(re.search(r"__\w+_chk\b", syms.replace("__stack_chk_fail", "")),
+          "no FORTIFY_SOURCE checked functions")
 
 
 if __name__ == "__main__":
