@@ -13,8 +13,9 @@
  * journal only after its checksum matches.
  *
  * On-disk layout (host byte order: a journal never leaves its host):
- *   struct jhead, nranges struct jrec, the bytes of every range in order,
- *   then struct jtail (MD5 of everything before it, and an end magic).
+ *   struct jhead, nranges struct jrec, the carried bytes of every range in
+ *   order (see carried()), then struct jtail (MD5 of everything before it,
+ *   and an end magic).
  */
 #include <sys/stat.h>
 
@@ -52,8 +53,23 @@ struct jhead {
 };
 
 struct jrec {
-	uint64_t	dst, len;
+	uint64_t	dst, src, len;
 };
+
+/*
+ * How much of a range the journal carries: only the bytes whose source
+ * lies below the final size.  Moves write only below it and the truncate
+ * comes last, so the source bytes at or above it stay in the mbox until
+ * the moves are synced, guarded by the stale digest; replay reads them
+ * from there.  QUIT thus writes less than twice the bytes it moves.
+ */
+static uint64_t
+carried(uint64_t src, uint64_t len, uint64_t final)
+{
+	if (src >= final)
+		return 0;
+	return len < final - src ? len : final - src;
+}
 
 struct jtail {
 	unsigned char	sum[16];
@@ -234,21 +250,31 @@ apply(struct maildrop *md, int jfd, const struct jhead *h, const char *jpath,
 
 	for (i = 0; i < h->nranges; i++) {
 		struct jrec r;
-		uint64_t done = 0;
+		uint64_t done = 0, c;
 
 		if (pread_all(jfd, &r, sizeof(r), sizeof(*h) + i * sizeof(r))
 		    == -1)
 			return -1;
+		c = carried(r.src, r.len, h->final);
 		while (done < r.len) {
 			size_t n = r.len - done < sizeof(buf) ?
 			    (size_t)(r.len - done) : sizeof(buf);
+			int rd;
 
-			if (pread_all(jfd, buf, n, data + done) == -1 ||
+			/* The carried part from the journal, the rest from
+			 * where it still is in the mbox. */
+			if (done < c) {
+				if (n > c - done)
+					n = (size_t)(c - done);
+				rd = pread_all(jfd, buf, n, data + done);
+			} else
+				rd = pread_all(md->fd, buf, n, r.src + done);
+			if (rd == -1 ||
 			    pwrite_all(md->fd, buf, n, r.dst + done) == -1)
 				return -1;
 			done += n;
 		}
-		data += r.len;
+		data += carried(r.src, r.len, h->final);
 	}
 	if (FAULT("fsync") || fsync(md->fd) == -1)
 		return -1;
@@ -301,17 +327,17 @@ write_journal(struct maildrop *md, const char *path, const char *dir,
 	if (write_all(fd, &h, sizeof(h), &ctx) == -1)
 		goto out;
 	for (i = 0; i < n; i++) {
-		struct jrec r = { rg[i].dst, rg[i].len };
+		struct jrec r = { rg[i].dst, rg[i].src, rg[i].len };
 
 		if (write_all(fd, &r, sizeof(r), &ctx) == -1)
 			goto out;
 	}
 	for (i = 0; i < n; i++) {
-		uint64_t done = 0;
+		uint64_t done = 0, c = carried(rg[i].src, rg[i].len, final);
 
-		while (done < rg[i].len) {
-			size_t k = rg[i].len - done < sizeof(buf) ?
-			    (size_t)(rg[i].len - done) : sizeof(buf);
+		while (done < c) {
+			size_t k = c - done < sizeof(buf) ?
+			    (size_t)(c - done) : sizeof(buf);
 
 			if (pread_all(md->fd, buf, k, rg[i].src + done) == -1 ||
 			    write_all(fd, buf, k, &ctx) == -1)
@@ -376,9 +402,11 @@ read_journal(struct maildrop *md, int fd, struct jhead *h)
 		if (pread_all(fd, &r, sizeof(r), sizeof(*h) + i * sizeof(r))
 		    == -1)
 			return -1;
-		if (r.len > h->final || r.dst > h->final - r.len)
+		if (r.len > h->final || r.dst > h->final - r.len ||
+		    r.len > h->orig || r.src > h->orig - r.len ||
+		    r.src <= r.dst)
 			return 0;
-		total += r.len;
+		total += carried(r.src, r.len, h->final);
 	}
 	if (sizeof(*h) + h->nranges * sizeof(struct jrec) + total != body)
 		return 0;

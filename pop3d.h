@@ -206,6 +206,11 @@ struct maildrop {
 	int		 fd;		/* the mbox or Maildir directory, or -1 */
 	int		 lockfd;	/* Maildir: the session lock, or -1 */
 	int		 dotlock;	/* mbox: we hold <path>.lock */
+	struct {			/* mbox: the file as scanned */
+		uint64_t	 size;
+		struct timespec	 mtime, ctime;
+		int		 settled;	/* last written > 1 s before */
+	}		 seen;
 	char		*names;		/* Maildir: "new/..." NUL-terminated */
 	size_t		 names_len, names_cap;
 	struct msg	*msgs;

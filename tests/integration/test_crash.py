@@ -177,7 +177,77 @@ def fault_every_step_delete_all_but_new_mail():
 
 
 @test
-def trailing_deletions_are_one_truncate():
+def mail_delivered_after_a_crash_is_kept():
+    # Killed at every step of UPDATE, then a delivery agent appends before
+    # anyone logs in again: the recovery must keep that mail, whether the
+    # journal was incomplete (discarded), complete (replayed, the new mail
+    # moved down under a journal of its own) or already applied.
+    late = T.mbox_bytes([(T.envelope(950), T.message(950))])
+    script = "DELE 2\r\nDELE 5\r\n"
+    with T.Env() as env:
+        ms = msgs(10, big=(3, 8))
+        setup(env, ms)
+        steps = count_steps(env, ms, script, NEW)
+        before = expected(ms, set(), NEW) + late
+        after = expected(ms, {2, 5}, NEW) + late
+        fates = {"untouched": 0, "complete": 0}
+        for step in range(1, steps + 1):
+            env.write_mbox("u", ms)
+            run(env, FI_BIN, script, fault="%d:kill" % step, append=NEW)
+            with open(env.mbox("u"), "ab") as f:
+                f.write(late)
+            got = recover(env)
+            check(got in (before, after),
+                  "kill at step %d, mail delivered after: mbox is neither "
+                  "untouched nor complete (%d bytes; expected %d or %d)"
+                  % (step, len(got), len(before), len(after)))
+            fates["untouched" if got == before else "complete"] += 1
+        print("# %d kills then a delivery: %s" % (steps, fates))
+        check(fates["untouched"] and fates["complete"],
+              "both fates should occur: %r" % fates)
+
+
+@test
+def quit_writes_less_than_twice_what_it_moves():
+    # The journal carries only source bytes below the final size; the
+    # rest stays in the mbox until the truncate.
+    with T.Env() as env:
+        ms = msgs(12, big=(3, 7, 11))
+        setup(env, ms)
+        env.write_mbox("u", ms)
+        deleted = {3}               # ~150 KB, with 9 messages behind it
+        whole = len(T.mbox_bytes(ms))
+        front = len(T.mbox_bytes(ms[:3]))
+        moved = whole - front
+        gap = front - len(T.mbox_bytes(ms[:2]))
+        p = subprocess.Popen([T.BIN] + env.argv(), stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL)
+        p.stdin.write(b"USER u\r\nPASS pw\r\nDELE 3\r\n")
+        p.stdin.flush()
+        got = b""
+        while got.count(b"\r\n") < 4:
+            got += p.stdout.read1(4096)
+
+        def wchar():
+            with open("/proc/%d/io" % p.pid) as f:
+                return int(dict(l.split(": ") for l in
+                                f.read().splitlines())["wchar"])
+        w0 = wchar()
+        p.stdin.write(b"QUIT\r\n")
+        p.stdin.flush()
+        p.stdout.readline()
+        w1 = wchar()
+        p.stdin.close()
+        p.wait(30)
+        written = w1 - w0
+        eq(env.read_mbox("u"), expected(ms, deleted), "mbox after QUIT")
+        print("# moved %d bytes, QUIT wrote %d (%.3fx)"
+              % (moved, written, written / moved))
+        # The bytes that came from behind the new end are not journaled.
+        check(written < 2 * moved - gap // 2,
+              "QUIT wrote %d bytes for %d moved (gap %d)"
+              % (written, moved, gap))
     # No mail behind: deleting the last messages takes ftruncate + fsync.
     with T.Env() as env:
         ms = msgs(6)
