@@ -246,6 +246,49 @@ reap(pid_t pid)
 }
 
 /*
+ * Runs auth_check() in a child that exits right after, so that neither the
+ * hashing's memory (16 MiB for yescrypt) nor anything it read (the shadow
+ * entry, crypt's state) ever lives in the process that goes on to serve
+ * the maildrop.  The verdict and the account come back over a pipe.
+ */
+static enum auth_result
+check_apart(const struct config *cfg, const struct cred *c,
+    struct account *acct)
+{
+	struct {
+		uint32_t	verdict;
+		struct account	acct;
+	} r;
+	enum auth_result verdict;
+	int fd[2];
+	pid_t pid;
+
+	if (pipe2(fd, O_CLOEXEC) == -1 || (pid = fork()) == -1) {
+		log_msg(LOG_ERR, "credential check: %s", strerror(errno));
+		return AUTH_TEMP;
+	}
+	if (pid == 0) {
+		(void)close(fd[0]);
+		memset(&r, 0, sizeof(r));
+		r.verdict = auth_check(cfg, c, &r.acct);
+		_exit(privsep_send(fd[1], PRIV_VERDICT, &r, sizeof(r)) == -1 ?
+		    POP3D_EXIT_SYS : POP3D_EXIT_OK);
+	}
+	(void)close(fd[1]);
+	if (privsep_recv(fd[0], PRIV_VERDICT, &r, sizeof(r), NULL) == -1)
+		r.verdict = AUTH_TEMP;
+	(void)close(fd[0]);
+	if (reap(pid) != POP3D_EXIT_OK)
+		r.verdict = AUTH_TEMP;
+	verdict = r.verdict == AUTH_OK || r.verdict == AUTH_FAIL ?
+	    (enum auth_result)r.verdict : AUTH_TEMP;
+	if (verdict == AUTH_OK)
+		*acct = r.acct;
+	explicit_bzero(&r, sizeof(r));
+	return verdict;
+}
+
+/*
  * The parent's side of the login: checks each record the child sends
  * (auth.c), answers with a verdict, and after a good one takes over the
  * bytes the child read ahead.  Root reads only these framed records, never
@@ -300,7 +343,7 @@ authorize(const struct config *cfg, const struct passwd *pw,
 		    c.method > CRED_PLAIN)
 			verdict = AUTH_FAIL;
 		else
-			verdict = auth_check(cfg, &c, acct);
+			verdict = check_apart(cfg, &c, acct);
 		explicit_bzero(&c, sizeof(c));
 		/* The child counts failures too; this bound holds regardless. */
 		if (verdict == AUTH_FAIL && ++fails > cfg->max_fails) {
