@@ -188,63 +188,43 @@ piece(struct scan *s, uint64_t off, const unsigned char *p, size_t n,
 	return 0;
 }
 
-/* One bit (the top of each byte) for every byte of x equal to c. */
-static uint64_t
-bytes_eq(uint64_t x, unsigned char c)
-{
-	const uint64_t low7 = 0x7f7f7f7f7f7f7f7fULL;
-	uint64_t y = x ^ (0x0101010101010101ULL * c);	/* 0 where equal */
-
-	return ~(((y & low7) + low7) | y | low7);
-}
-
 /*
- * Body lines between here and the next "\nFrom " cannot hold a message
- * boundary, so they need no look one by one: their octets are their bytes
- * plus one for each LF minus one for each CR before an LF.  Counts
- * [p, e) of complete lines eight bytes at a time, and leaves the state as
- * piece() would after the last of them.
+ * Body lines cannot hold a message boundary until an empty line comes, so
+ * they need no trip through piece(): a tight loop counts their octets (the
+ * bytes, plus one for each LF, minus one for each CR before an LF) up to
+ * and including the first empty line, or the last complete line in
+ * [p, p + n).  Returns the bytes consumed (0: no complete line) and
+ * leaves the state as piece() would.
  */
-static void
+static size_t
 bulk_body(struct scan *s, uint64_t off, const unsigned char *p, size_t n)
 {
-	uint64_t lf = 0, crlf = 0, prevcr = 0;
-	size_t i = 0, last_start;
+	const unsigned char *q = p, *end = p + n, *lf, *line = p;
+	uint64_t extra = 0;
 
-	for (; i + 8 <= n; i += 8) {
-		uint64_t x, mlf, mcr;
+	while (q < end && (lf = memchr(q, '\n', (size_t)(end - q))) != NULL) {
+		size_t len = (size_t)(lf - q) + 1;
+		int cr = len >= 2 && lf[-1] == '\r';
 
-		memcpy(&x, p + i, 8);
-		mlf = bytes_eq(x, '\n');
-		mcr = bytes_eq(x, '\r');
-		lf += (uint64_t)__builtin_popcountll(mlf);
-		/* A CR in byte k and an LF in byte k + 1 (little-endian). */
-		crlf += (uint64_t)__builtin_popcountll(((mcr << 8) | prevcr) &
-		    mlf);
-		prevcr = mcr >> 56;
+		extra += 1 - (uint64_t)cr;
+		line = q;
+		q = lf + 1;
+		if (len == 1 || (len == 2 && cr))
+			break;	/* empty: a "From " may follow */
 	}
-	for (; i < n; i++) {
-		if (p[i] != '\n')
-			continue;
-		lf++;
-		if (i > 0 && p[i - 1] == '\r')
-			crlf++;
-	}
-	s->cur->len += n;
-	s->cur->size += n + lf - crlf;
-	/* (The tail loop reads p[i - 1] itself, across the last word.) */
-	/* The last line (it ends at p[n - 1], an LF) decides prev_empty. */
-	last_start = n - 1;
-	while (last_start > 0 && p[last_start - 1] != '\n')
-		last_start--;
-	s->line_off = off + last_start;
-	s->line_len = n - last_start;
-	s->prev_empty = s->line_len == 1 ||
-	    (s->line_len == 2 && p[last_start] == '\r');
+	if (q == p)
+		return 0;
+	s->cur->len += (uint64_t)(q - p);
+	s->cur->size += (uint64_t)(q - p) + extra;
+	s->line_off = off + (uint64_t)(line - p);
+	s->line_len = (uint64_t)(q - line);
+	s->prev_empty = s->line_len == 1 || (s->line_len == 2 &&
+	    line[0] == '\r');
 	if (s->prev_empty) {
 		s->empty_off = s->line_off;
 		s->empty_len = s->line_len;
 	}
+	return (size_t)(q - p);
 }
 
 /*
@@ -294,26 +274,16 @@ scan_range(struct maildrop *md, int fd, uint64_t start, uint64_t size,
 			unsigned char *lf;
 
 			/*
-			 * Body: in bulk up to the next "\nFrom ".  Not right
-			 * after an empty line: the line here may be a "From "
-			 * that memmem cannot see (no LF before it in range).
+			 * Body lines in bulk, but never the line right after
+			 * an empty one: that may be a "From ".
 			 */
 			if (!in_line && s.cur != NULL && !s.in_header &&
 			    !s.envelope && !s.prev_empty) {
-				unsigned char *q = memmem(buf + p, have - p,
-				    "\nFrom ", 6);
-				size_t e;
+				size_t used = bulk_body(&s, pos + p, buf + p,
+				    have - p);
 
-				if (q != NULL)
-					e = (size_t)(q - buf) + 1;
-				else if ((lf = memrchr(buf + p, '\n',
-				    have - p)) != NULL)
-					e = (size_t)(lf - buf) + 1;
-				else
-					e = p;
-				if (e > p) {
-					bulk_body(&s, pos + p, buf + p, e - p);
-					p = e;
+				if (used > 0) {
+					p += used;
 					continue;
 				}
 			}
