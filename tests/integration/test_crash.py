@@ -248,6 +248,10 @@ def quit_writes_less_than_twice_what_it_moves():
         check(written < 2 * moved - gap // 2,
               "QUIT wrote %d bytes for %d moved (gap %d)"
               % (written, moved, gap))
+
+
+@test
+def trailing_deletions_are_one_truncate():
     # No mail behind: deleting the last messages takes ftruncate + fsync.
     with T.Env() as env:
         ms = msgs(6)
