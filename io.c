@@ -299,6 +299,20 @@ io_body_write(struct io *io, const unsigned char *p, size_t n,
 		size_t stop = lf != NULL ? (size_t)(lf - p) : n;
 		size_t run = stop - i;
 
+		if (lf != NULL && !io->cr &&
+		    sizeof(io->outbuf) - io->outlen >= run + 2) {
+			/* The common case, a whole line that fits: one copy. */
+			size_t k = run - (run > 0 && p[stop - 1] == '\r');
+
+			memcpy(io->outbuf + io->outlen, p + i, k);
+			memcpy(io->outbuf + io->outlen + k, "\r\n", 2);
+			io->outlen += k + 2;
+			io->bol = 1;
+			i = stop + 1;
+			if (lines != NULL && *lines > 0 && --*lines == 0)
+				break;
+			continue;
+		}
 		if (run > 0) {
 			/* A CR held back from the last chunk was not a CRLF. */
 			if (io->cr)
