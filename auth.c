@@ -177,39 +177,23 @@ same(const char *a, const char *b, size_t n)
  * same database (the first one there): a users file of sha512crypt hashes
  * gets a sha512crypt dummy, not the default yescrypt one, which is ten
  * times slower and would tell an unknown user from a wrong password.
+ * file_lookup() leaves the users file's first hash in buf as it reads;
+ * for system users the shadow file is scanned here.
  */
 static const char *
 dummy_for(const struct config *cfg, char *buf, size_t n)
 {
 	const struct spwd *sp;
-	FILE *fp;
-	char *line = NULL;
-	size_t cap = 0;
-	int found = 0;
 
-	if (cfg->users_file != NULL) {
-		if ((fp = fopen(cfg->users_file, "re")) == NULL)
-			return dummy_hash();
-		while (!found && getline(&line, &cap, fp) != -1) {
-			char *h = strchr(line, ':');
-
-			if (line[0] == '#' || h == NULL || h[1] != '$')
-				continue;
-			h[strcspn(h + 1, ":\n") + 1] = '\0';
-			found = strlcpy(buf, h + 1, n) < n;
-		}
-		if (line != NULL)
-			explicit_bzero(line, cap);
-		free(line);
-		fclose(fp);
-	} else {
+	if (buf[0] == '\0' && cfg->users_file == NULL) {
 		setspent();
-		while (!found && (sp = getspent()) != NULL)
-			if (sp->sp_pwdp[0] == '$')
-				found = strlcpy(buf, sp->sp_pwdp, n) < n;
+		while (buf[0] == '\0' && (sp = getspent()) != NULL)
+			if (sp->sp_pwdp[0] == '$' &&
+			    strlcpy(buf, sp->sp_pwdp, n) >= n)
+				buf[0] = '\0';
 		endspent();
 	}
-	return found ? buf : dummy_hash();
+	return buf[0] != '\0' ? buf : dummy_hash();
 }
 
 /* 1 when pass matches hash; crypt_rn's work is done either way. */
@@ -362,11 +346,12 @@ apop_ok(const struct config *cfg, const char *secret, const char *digest)
 /*
  * Looks the user up in the flat users file.  1 with the hash (and APOP
  * secret) copied out and acct filled, 0 when there is no usable line,
- * -1 when the file cannot be read.
+ * -1 when the file cannot be read.  dummy gets the file's first crypt
+ * hash (or stays empty).
  */
 static int
 file_lookup(const struct config *cfg, const char *user, struct account *acct,
-    char *hash, size_t hn, char *secret, size_t sn)
+    char *hash, size_t hn, char *secret, size_t sn, char *dummy, size_t dn)
 {
 	FILE *fp;
 	char *line = NULL;
@@ -403,6 +388,10 @@ file_lookup(const struct config *cfg, const char *user, struct account *acct,
 			    mine && found == 0 ? acct : NULL, &h, &apop,
 			    &why) == -1;
 
+			/* The first real hash, for dummy_for(). */
+			if (!bad && dummy[0] == '\0' && h[0] == '$' &&
+			    strlcpy(dummy, h, dn) >= dn)
+				dummy[0] = '\0';
 			if (!mine)
 				;
 			else if (found != 0)
@@ -501,13 +490,13 @@ enum auth_result
 auth_check(const struct config *cfg, const struct cred *c,
     struct account *acct)
 {
-	char hash[512] = "", secret[256] = "", dummy[512];
+	char hash[512] = "", secret[256] = "", dummy[512] = "";
 	enum auth_result r = AUTH_FAIL;
 	int found, locked;
 
 	if (cfg->users_file != NULL)
 		found = file_lookup(cfg, c->user, acct, hash, sizeof(hash),
-		    secret, sizeof(secret));
+		    secret, sizeof(secret), dummy, sizeof(dummy));
 	else
 		found = system_lookup(cfg, c->user, acct, hash, sizeof(hash));
 	locked = hash[0] == '\0' || hash[0] == '!' || hash[0] == '*';
@@ -535,6 +524,7 @@ auth_check(const struct config *cfg, const struct cred *c,
 	}
 	explicit_bzero(hash, sizeof(hash));
 	explicit_bzero(secret, sizeof(secret));
+	explicit_bzero(dummy, sizeof(dummy));
 	if (r != AUTH_OK)
 		memset(acct, 0, sizeof(*acct));
 	return r;

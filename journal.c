@@ -35,6 +35,12 @@
 #define J_MAGIC		"POP3DJ01"
 #define J_END		"POP3DEND"
 #define J_BUF		(64 * 1024)
+
+/*
+ * The one buffer every step below moves bytes through; they run one after
+ * another, never nested, so one is enough (and one is all QUIT touches).
+ */
+static unsigned char jbuf[J_BUF];
 /* A plan has one range per run of kept messages, plus the tail. */
 #define J_MAX_RANGES	(POP3D_MAX_MSGS + 1)
 
@@ -219,17 +225,16 @@ pwrite_all(int fd, const void *p, size_t n, uint64_t off)
 static int
 digest(int fd, uint64_t from, uint64_t to, unsigned char out[16])
 {
-	static unsigned char buf[J_BUF];
 	MD5_CTX ctx;
 
 	MD5Init(&ctx);
 	while (from < to) {
-		size_t n = to - from < sizeof(buf) ? (size_t)(to - from) :
-		    sizeof(buf);
+		size_t n = to - from < sizeof(jbuf) ? (size_t)(to - from) :
+		    sizeof(jbuf);
 
-		if (pread_all(fd, buf, n, from) == -1)
+		if (pread_all(fd, jbuf, n, from) == -1)
 			return -1;
-		MD5Update(&ctx, buf, n);
+		MD5Update(&ctx, jbuf, n);
 		from += n;
 	}
 	MD5Final(out, &ctx);
@@ -245,7 +250,6 @@ static int
 apply(struct maildrop *md, int jfd, const struct jhead *h, const char *jpath,
     const char *dir, int truncate)
 {
-	static unsigned char buf[J_BUF];
 	uint64_t i, data = sizeof(*h) + h->nranges * sizeof(struct jrec);
 
 	for (i = 0; i < h->nranges; i++) {
@@ -257,8 +261,8 @@ apply(struct maildrop *md, int jfd, const struct jhead *h, const char *jpath,
 			return -1;
 		c = carried(r.src, r.len, h->final);
 		while (done < r.len) {
-			size_t n = r.len - done < sizeof(buf) ?
-			    (size_t)(r.len - done) : sizeof(buf);
+			size_t n = r.len - done < sizeof(jbuf) ?
+			    (size_t)(r.len - done) : sizeof(jbuf);
 			int rd;
 
 			/* The carried part from the journal, the rest from
@@ -266,11 +270,11 @@ apply(struct maildrop *md, int jfd, const struct jhead *h, const char *jpath,
 			if (done < c) {
 				if (n > c - done)
 					n = (size_t)(c - done);
-				rd = pread_all(jfd, buf, n, data + done);
+				rd = pread_all(jfd, jbuf, n, data + done);
 			} else
-				rd = pread_all(md->fd, buf, n, r.src + done);
+				rd = pread_all(md->fd, jbuf, n, r.src + done);
 			if (rd == -1 ||
-			    pwrite_all(md->fd, buf, n, r.dst + done) == -1)
+			    pwrite_all(md->fd, jbuf, n, r.dst + done) == -1)
 				return -1;
 			done += n;
 		}
@@ -298,7 +302,6 @@ static int
 write_journal(struct maildrop *md, const char *path, const char *dir,
     const struct jrange *rg, size_t n, uint64_t orig, uint64_t final)
 {
-	static unsigned char buf[J_BUF];
 	struct jhead h;
 	struct jtail t;
 	MD5_CTX ctx;
@@ -336,11 +339,11 @@ write_journal(struct maildrop *md, const char *path, const char *dir,
 		uint64_t done = 0, c = carried(rg[i].src, rg[i].len, final);
 
 		while (done < c) {
-			size_t k = c - done < sizeof(buf) ?
-			    (size_t)(c - done) : sizeof(buf);
+			size_t k = c - done < sizeof(jbuf) ?
+			    (size_t)(c - done) : sizeof(jbuf);
 
-			if (pread_all(md->fd, buf, k, rg[i].src + done) == -1 ||
-			    write_all(fd, buf, k, &ctx) == -1)
+			if (pread_all(md->fd, jbuf, k, rg[i].src + done) == -1 ||
+			    write_all(fd, jbuf, k, &ctx) == -1)
 				goto out;
 			done += k;
 		}
@@ -377,7 +380,6 @@ out:
 static int
 read_journal(struct maildrop *md, int fd, struct jhead *h)
 {
-	static unsigned char buf[J_BUF];
 	struct stat st;
 	struct jtail t;
 	unsigned char sum[16];
@@ -412,12 +414,12 @@ read_journal(struct maildrop *md, int fd, struct jhead *h)
 		return 0;
 	MD5Init(&ctx);
 	while (off < body) {
-		size_t n = body - off < sizeof(buf) ? (size_t)(body - off) :
-		    sizeof(buf);
+		size_t n = body - off < sizeof(jbuf) ? (size_t)(body - off) :
+		    sizeof(jbuf);
 
-		if (pread_all(fd, buf, n, off) == -1)
+		if (pread_all(fd, jbuf, n, off) == -1)
 			return -1;
-		MD5Update(&ctx, buf, n);
+		MD5Update(&ctx, jbuf, n);
 		off += n;
 	}
 	MD5Final(sum, &ctx);

@@ -335,7 +335,6 @@ cmd_auth(struct session *s, const char *arg, uint64_t n, uint64_t k)
 	struct cred c;
 	size_t len;
 	int rawlen;
-	enum outcome o;
 
 	(void)n, (void)k;
 	resp = strchr(arg, ' ');
@@ -405,8 +404,7 @@ cmd_auth(struct session *s, const char *arg, uint64_t n, uint64_t k)
 		    "authorization identity differs from the user");
 	}
 	explicit_bzero(raw, sizeof(raw));
-	o = login(s, &c);
-	return o;
+	return login(s, &c);
 }
 
 static enum outcome

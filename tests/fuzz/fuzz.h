@@ -12,9 +12,11 @@
 #ifndef FUZZ_H
 #define FUZZ_H
 
+#include <dirent.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include <sanitizer/common_interface_defs.h>
@@ -56,5 +58,44 @@ fuzz_fail(const char *file, int line, const char *what)
 	if (!(cond))							\
 		fuzz_fail(__FILE__, __LINE__, #cond);			\
 } while (0)
+
+static char *fuzz_dir;
+
+/* Removes the target's directory and whatever a session left in it. */
+static void
+fuzz_rmdir(void)
+{
+	struct dirent *de;
+	DIR *d;
+	char p[512];
+
+	if (fuzz_dir == NULL || fuzz_dir[0] == '\0' ||
+	    (d = opendir(fuzz_dir)) == NULL)
+		return;
+	while ((de = readdir(d)) != NULL)
+		if (strcmp(de->d_name, ".") != 0 &&
+		    strcmp(de->d_name, "..") != 0 &&
+		    (size_t)snprintf(p, sizeof(p), "%s/%s", fuzz_dir,
+		    de->d_name) < sizeof(p))
+			(void)unlink(p);
+	(void)closedir(d);
+	(void)rmdir(fuzz_dir);
+}
+
+/*
+ * Makes a private directory (in /dev/shm when it can) into dir, of n
+ * bytes, removed with its contents at exit and after a finding.
+ */
+static inline void
+fuzz_tmpdir(char *dir, size_t n)
+{
+	const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" :
+	    getenv("TMPDIR") != NULL ? getenv("TMPDIR") : "/tmp";
+
+	CHECK((size_t)snprintf(dir, n, "%s/pop3d-fuzz.XXXXXX", base) < n);
+	CHECK(mkdtemp(dir) != NULL);
+	fuzz_dir = dir;
+	fuzz_on_exit(fuzz_rmdir);
+}
 
 #endif /* FUZZ_H */

@@ -17,7 +17,6 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -518,41 +517,15 @@ big_set(size_t at, const char *sep, const uint8_t *tail, size_t n)
 	big_dirty_to = big_len;
 }
 
-/* Removes the directory and whatever a session left in it. */
-static void
-cleanup(void)
-{
-	struct dirent *de;
-	DIR *d;
-	char p[512];
-
-	if (dir[0] == '\0' || (d = opendir(dir)) == NULL)
-		return;
-	while ((de = readdir(d)) != NULL)
-		if (strcmp(de->d_name, ".") != 0 &&
-		    strcmp(de->d_name, "..") != 0 &&
-		    (size_t)snprintf(p, sizeof(p), "%s/%s", dir, de->d_name) <
-		    sizeof(p))
-			(void)unlink(p);
-	(void)closedir(d);
-	(void)rmdir(dir);
-}
-
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" :
-	    getenv("TMPDIR") != NULL ? getenv("TMPDIR") : "/tmp";
-
 	(void)argc, (void)argv;
 	fuzz_report_init();
 	log_init(1);
-	CHECK((size_t)snprintf(dir, sizeof(dir), "%s/pop3d-fuzz.XXXXXX",
-	    base) < sizeof(dir));
-	CHECK(mkdtemp(dir) != NULL);
+	fuzz_tmpdir(dir, sizeof(dir));
 	CHECK((size_t)snprintf(small_path, sizeof(small_path), "%s/mbox",
 	    dir) < sizeof(small_path));
-	fuzz_on_exit(cleanup);
 	small_fd = open(small_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC,
 	    0600);
 	big_fd = memfd_create("fuzz-mbox-big", MFD_CLOEXEC);

@@ -262,41 +262,15 @@ check_consumed(void)
 	CHECK(recv(in_fd, &c, 1, MSG_DONTWAIT) == 0);
 }
 
-/* Removes the directory and whatever a session left in it. */
-static void
-cleanup(void)
-{
-	struct dirent *de;
-	DIR *d;
-	char p[512];
-
-	if (dir[0] == '\0' || (d = opendir(dir)) == NULL)
-		return;
-	while ((de = readdir(d)) != NULL)
-		if (strcmp(de->d_name, ".") != 0 &&
-		    strcmp(de->d_name, "..") != 0 &&
-		    (size_t)snprintf(p, sizeof(p), "%s/%s", dir, de->d_name) <
-		    sizeof(p))
-			(void)unlink(p);
-	(void)closedir(d);
-	(void)rmdir(dir);
-}
-
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" :
-	    getenv("TMPDIR") != NULL ? getenv("TMPDIR") : "/tmp";
-
 	(void)argc, (void)argv;
 	fuzz_report_init();
 	log_init(1);
-	CHECK((size_t)snprintf(dir, sizeof(dir), "%s/pop3d-fuzz.XXXXXX",
-	    base) < sizeof(dir));
-	CHECK(mkdtemp(dir) != NULL);
+	fuzz_tmpdir(dir, sizeof(dir));
 	CHECK((size_t)snprintf(mbox_path, sizeof(mbox_path), "%s/mbox",
 	    dir) < sizeof(mbox_path));
-	fuzz_on_exit(cleanup);
 	out_fd = memfd_create("fuzz-out", MFD_CLOEXEC);
 	CHECK(out_fd != -1);
 	cfg.hostname = "fuzz";

@@ -27,34 +27,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import deliver  # noqa: E402
 from pop3test import (IS_ROOT, MAIL_GID, MAIL_UID, READ_TIMEOUT, SLOW,  # noqa
                       Env, TestFailure, check, eq, fail, main, parse_list,
-                      parse_stat, parse_uidl, short, stuffed, test, wire)
+                      parse_stat, parse_uidl, short, stuffed, test, wire,
+                      read_multi)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DELIVER = os.path.join(HERE, "deliver.py")
-
-
-def read_multi(p, timeout=None):
-    """The body of a multi-line response as sent (stuffed, CRLF), without
-    its terminating ".\\r\\n"; read in bulk (pop3test's line reader copies
-    its buffer once per line, too slow for megabytes)."""
-    deadline = time.monotonic() + (timeout or READ_TIMEOUT)
-    searched = 0
-    while True:
-        if p.buf.startswith(b".\r\n"):
-            p.buf = p.buf[3:]
-            return b""
-        i = p.buf.find(b"\r\n.\r\n", max(0, searched - 4))
-        if i >= 0:
-            body, p.buf = p.buf[:i + 2], p.buf[i + 5:]
-            return body
-        searched = len(p.buf)
-        if not p._fill(deadline):
-            if p.eof:
-                fail("pop3d closed the connection inside a multi-line "
-                     "response (%d bytes read)" % len(p.buf))
-            if time.monotonic() >= deadline:
-                fail("timeout inside a multi-line response (%d bytes "
-                     "read)" % len(p.buf))
 
 
 def parse_mbox(data):

@@ -30,7 +30,8 @@ import deliver  # noqa: E402
 from pop3test import (IS_ROOT, MAIL_GID, MAIL_UID, READ_TIMEOUT, SLOW,  # noqa
                       Env, Skip, check, envelope, eq, fail, main, mbox_bytes,
                       message, pairs, parse_list, parse_stat, parse_uidl,
-                      short, split_lines, stuffed, test, top_stuffed, wire)
+                      short, split_lines, stuffed, test, top_stuffed, wire,
+                      read_multi)
 
 USER, PW = "u", "pw"
 SCAN_BUF = 1024 * 1024      # mbox.c: the scanner's read size
@@ -45,30 +46,6 @@ def new_env(msgs=None, raw=None):
     if msgs is not None or raw is not None:
         env.write_mbox(USER, msgs or [], raw=raw)
     return env
-
-
-def read_multi(p, timeout=None):
-    """The body of a multi-line response as sent (stuffed, CRLF), without
-    its terminating ".\\r\\n"; read in bulk (pop3test's line reader copies
-    its buffer once per line, too slow for megabytes)."""
-    deadline = time.monotonic() + (timeout or READ_TIMEOUT)
-    searched = 0
-    while True:
-        if p.buf.startswith(b".\r\n"):
-            p.buf = p.buf[3:]
-            return b""
-        i = p.buf.find(b"\r\n.\r\n", max(0, searched - 4))
-        if i >= 0:
-            body, p.buf = p.buf[:i + 2], p.buf[i + 5:]
-            return body
-        searched = len(p.buf)
-        if not p._fill(deadline):
-            if p.eof:
-                fail("pop3d closed the connection inside a multi-line "
-                     "response (%d bytes read)" % len(p.buf))
-            if time.monotonic() >= deadline:
-                fail("timeout inside a multi-line response (%d bytes "
-                     "read)" % len(p.buf))
 
 
 def retr(p, n, timeout=None):
