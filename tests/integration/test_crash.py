@@ -250,6 +250,77 @@ def quit_writes_less_than_twice_what_it_moves():
               % (written, moved, gap))
 
 
+def journal_bytes(st, orig, final, stale, recs, data):
+    """A journal as journal.c writes it (host order): header, records
+    (dst, src, len), the carried bytes, MD5 trailer."""
+    import hashlib
+    import struct
+    body = (b"POP3DJ01" + struct.pack("=5Q", st.st_dev, st.st_ino, orig,
+                                      final, len(recs)) + stale +
+            b"".join(struct.pack("=3Q", *r) for r in recs) + data)
+    return body + hashlib.md5(body).digest() + b"POP3DEND"
+
+
+@test
+def forged_and_garbage_journals_are_discarded():
+    # The journal is read back at every login that finds one: garbage,
+    # and well-checksummed journals whose records point where no move can
+    # go, must be discarded with the mbox untouched.  A well-formed one
+    # (delete message 1) is replayed, which shows the forgeries speak the
+    # format.
+    import hashlib
+    import random as rnd
+    with T.Env() as env:
+        ms = msgs(4)
+        setup(env, ms)
+        path = env.write_mbox("u", ms)
+        raw = T.mbox_bytes(ms)
+        cut = len(T.mbox_bytes(ms[:1]))
+        orig, final = len(raw), len(raw) - cut
+        jpath = os.path.join(env.maildir, ".u.pop3d-journal")
+        st = os.stat(path)
+        stale = hashlib.md5(raw[final:]).digest()
+
+        def carried(src, ln):
+            return raw[src:src + min(ln, max(0, final - src))]
+
+        good = [(0, cut, orig - cut)]
+        forged = {
+            "garbage": bytes(rnd.Random(7).randrange(256)
+                             for _ in range(500)),
+            "empty": b"",
+            "src not above dst": journal_bytes(
+                st, orig, final, stale, [(10, 10, 100)], carried(10, 100)),
+            "dst past final": journal_bytes(
+                st, orig, final, stale, [(final, cut, 10)], b""),
+            "src past orig": journal_bytes(
+                st, orig, final, stale, [(0, orig - 5, 10)], b""),
+            "final above orig": journal_bytes(
+                st, orig, orig + 1, stale, [], b""),
+            "other inode": journal_bytes(
+                os.stat(env.users_path), orig, final, stale, good,
+                carried(cut, orig - cut)),
+            "bad checksum": journal_bytes(
+                st, orig, final, stale, good, carried(cut, orig - cut))[:-9]
+                + b"XPOP3DEND",
+            "carried bytes short": journal_bytes(
+                st, orig, final, stale, good, carried(cut, orig - cut)[:-1]),
+        }
+        for what, j in forged.items():
+            env.write_mbox("u", ms)
+            with open(jpath, "wb") as f:
+                f.write(j)
+            env.own(jpath, 0o600)
+            eq(recover(env), raw, "mbox after a journal with %s" % what)
+        env.write_mbox("u", ms)
+        st = os.stat(path)
+        with open(jpath, "wb") as f:
+            f.write(journal_bytes(st, orig, final, stale, good,
+                                  carried(cut, orig - cut)))
+        env.own(jpath, 0o600)
+        eq(recover(env), expected(ms, {1}), "mbox after a good journal")
+
+
 @test
 def trailing_deletions_are_one_truncate():
     # No mail behind: deleting the last messages takes ftruncate + fsync.
