@@ -190,6 +190,30 @@ verify_remote(void *ctx, const struct cred *c, struct account *acct)
 }
 
 /*
+ * The unprivileged user of the pre-login process.  Looked up in that
+ * process, never in the parent: the name service modules getpwnam(3)
+ * loads (libnss_systemd and what it pulls in, some 650 KiB) would
+ * otherwise stay resident in the serving process for the whole session.
+ */
+static const struct passwd *
+prelogin_user(const struct config *cfg)
+{
+	const struct passwd *p;
+
+	if (cfg->prelogin_user != NULL)
+		p = getpwnam(cfg->prelogin_user);
+	else if ((p = getpwnam("pop3d")) == NULL)
+		p = getpwnam("nobody");
+	if (p == NULL || p->pw_uid == 0) {
+		log_msg(LOG_ERR, "no unprivileged user %s for the pre-login "
+		    "process", cfg->prelogin_user != NULL ?
+		    cfg->prelogin_user : "pop3d or nobody");
+		_exit(POP3D_EXIT_CONFIG);
+	}
+	return p;
+}
+
+/*
  * The pre-login process: jailed in an empty directory as an unprivileged
  * user (when pop3d runs as root), it speaks the AUTHORIZATION state with
  * the client and hands the parent one credential record at a time.  After
@@ -197,13 +221,14 @@ verify_remote(void *ctx, const struct cred *c, struct account *acct)
  * commands) and exits.
  */
 static void
-prelogin(const struct config *cfg, const struct passwd *pw, struct pipes *p)
+prelogin(const struct config *cfg, int jail, struct pipes *p)
 {
 	static struct io io;
 	struct session s;
 	enum session_end e;
 
-	if (pw != NULL) {
+	if (jail) {
+		const struct passwd *pw = prelogin_user(cfg);
 		gid_t g = pw->pw_gid;
 
 		if (chroot(cfg->empty_dir) == -1 || chdir("/") == -1 ||
@@ -296,7 +321,7 @@ check_apart(const struct config *cfg, const struct cred *c,
  * when the session ended before one, with the exit status in *status.
  */
 static int
-authorize(const struct config *cfg, const struct passwd *pw,
+authorize(const struct config *cfg, int jail,
     struct account *acct, struct io *io, int *status)
 {
 	struct pipes child, parent;
@@ -320,7 +345,7 @@ authorize(const struct config *cfg, const struct passwd *pw,
 		(void)close(down[1]);
 		child.up = up[1];
 		child.down = down[0];
-		prelogin(cfg, pw, &child);
+		prelogin(cfg, jail, &child);
 	}
 	(void)close(up[1]);
 	(void)close(down[0]);
@@ -411,29 +436,18 @@ check_users_file(const struct config *cfg)
 		    (unsigned)(st.st_mode & 0777));
 }
 
-/* The unprivileged user of the pre-login process, and its empty jail. */
-static const struct passwd *
-prelogin_user(struct config *cfg)
+/*
+ * The pre-login process's empty jail, checked by the parent (as root) so a
+ * bad one stops pop3d before any greeting.  0 when pop3d is not root and
+ * jails nothing.
+ */
+static int
+prelogin_jail(const struct config *cfg)
 {
-	static struct passwd pw;
-	const struct passwd *p;
 	struct stat st;
 
 	if (geteuid() != 0)
-		return NULL;
-	if (cfg->prelogin_user != NULL)
-		p = getpwnam(cfg->prelogin_user);
-	else if ((p = getpwnam("pop3d")) == NULL)
-		p = getpwnam("nobody");
-	if (p == NULL || p->pw_uid == 0) {
-		log_msg(LOG_ERR, "no unprivileged user %s for the pre-login "
-		    "process", cfg->prelogin_user != NULL ?
-		    cfg->prelogin_user : "pop3d or nobody");
-		exit(POP3D_EXIT_CONFIG);
-	}
-	pw = *p;
-	if ((pw.pw_name = strdup(p->pw_name)) == NULL)
-		exit(POP3D_EXIT_SYS);
+		return 0;
 	if (mkdir(cfg->empty_dir, 0755) == -1 && errno != EEXIST) {
 		log_msg(LOG_ERR, "%s: %s", cfg->empty_dir, strerror(errno));
 		exit(POP3D_EXIT_CONFIG);
@@ -445,7 +459,7 @@ prelogin_user(struct config *cfg)
 		    "writable by no one else", cfg->empty_dir);
 		exit(POP3D_EXIT_CONFIG);
 	}
-	return &pw;
+	return 1;
 }
 
 /* RFC 1939 §7: a timestamp unique to this greeting, from real randomness. */
@@ -475,7 +489,7 @@ main(int argc, char *argv[])
 		.empty_dir = "/var/empty",
 		.min_uid = POP3D_MIN_UID,
 	};
-	const struct passwd *pw;
+	int jail;
 	struct account acct;
 	struct rlimit nocore = { 0, 0 };
 	struct session s;
@@ -555,9 +569,9 @@ main(int argc, char *argv[])
 	if (cfg.apop)
 		make_stamp(&cfg);
 	check_users_file(&cfg);
-	pw = prelogin_user(&cfg);
+	jail = prelogin_jail(&cfg);
 
-	if (!authorize(&cfg, pw, &acct, &io, &status))
+	if (!authorize(&cfg, jail, &acct, &io, &status))
 		return status;
 	session_init(&s, &io, &cfg, NULL, NULL);
 	s.acct = acct;

@@ -417,6 +417,33 @@ def system_user_sha512_and_yescrypt_passwords():
 
 
 @test
+def name_service_modules_stay_out_of_the_session():
+    """getpwnam(3) for the pre-login user may load NSS modules
+    (libnss_systemd and the libraries it pulls in, some 650 KiB resident):
+    that happens in the pre-login process, never in the process that goes
+    on to serve the mail."""
+    def nss(pid):
+        with open("/proc/%d/maps" % pid) as f:
+            return sorted({l.split()[-1] for l in f if "libnss_" in l})
+    with Accounts() as acc, Env() as env:
+        sp = spool(env)
+        u = acc.user(method="SHA512")
+        put_mbox(os.path.join(sp, u.name), 1, u.uid, u.gid)
+        p = sys_start(env, sp)
+        p.ok("USER " + u.name)
+        child = the_child(p.proc.pid)
+        if not nss(child):
+            p.quit()
+            raise Skip("this machine's nsswitch.conf loads no NSS module "
+                       "for passwd lookups")
+        eq(nss(p.proc.pid), [], "NSS modules in the parent before PASS")
+        r = p.cmd("PASS " + u.password)
+        check(r.startswith("+OK"), "PASS: %r" % r)
+        eq(nss(p.proc.pid), [], "NSS modules in the session process")
+        p.quit()
+
+
+@test
 def prelogin_child_jailed_while_waiting_for_pass():
     """While it waits for PASS, the pre-login process runs as the -u user
     (all four uids and gids, that one group, no capabilities) chrooted to
