@@ -34,13 +34,7 @@
 
 #define J_MAGIC		"POP3DJ01"
 #define J_END		"POP3DEND"
-#define J_BUF		(64 * 1024)
 
-/*
- * The one buffer every step below moves bytes through; they run one after
- * another, never nested, so one is enough (and one is all QUIT touches).
- */
-static unsigned char jbuf[J_BUF];
 /* A plan has one range per run of kept messages, plus the tail. */
 #define J_MAX_RANGES	(POP3D_MAX_MSGS + 1)
 
@@ -225,12 +219,13 @@ pwrite_all(int fd, const void *p, size_t n, uint64_t off)
 static int
 digest(int fd, uint64_t from, uint64_t to, unsigned char out[16])
 {
+	unsigned char *jbuf = maildrop_buf();
 	MD5_CTX ctx;
 
 	MD5Init(&ctx);
 	while (from < to) {
-		size_t n = to - from < sizeof(jbuf) ? (size_t)(to - from) :
-		    sizeof(jbuf);
+		size_t n = to - from < POP3D_MAILBUF ? (size_t)(to - from) :
+		    POP3D_MAILBUF;
 
 		if (pread_all(fd, jbuf, n, from) == -1)
 			return -1;
@@ -250,6 +245,7 @@ static int
 apply(struct maildrop *md, int jfd, const struct jhead *h, const char *jpath,
     const char *dir, int truncate)
 {
+	unsigned char *jbuf = maildrop_buf();
 	uint64_t i, data = sizeof(*h) + h->nranges * sizeof(struct jrec);
 
 	for (i = 0; i < h->nranges; i++) {
@@ -261,8 +257,8 @@ apply(struct maildrop *md, int jfd, const struct jhead *h, const char *jpath,
 			return -1;
 		c = carried(r.src, r.len, h->final);
 		while (done < r.len) {
-			size_t n = r.len - done < sizeof(jbuf) ?
-			    (size_t)(r.len - done) : sizeof(jbuf);
+			size_t n = r.len - done < POP3D_MAILBUF ?
+			    (size_t)(r.len - done) : POP3D_MAILBUF;
 			int rd;
 
 			/* The carried part from the journal, the rest from
@@ -302,6 +298,7 @@ static int
 write_journal(struct maildrop *md, const char *path, const char *dir,
     const struct jrange *rg, size_t n, uint64_t orig, uint64_t final)
 {
+	unsigned char *jbuf = maildrop_buf();
 	struct jhead h;
 	struct jtail t;
 	MD5_CTX ctx;
@@ -339,8 +336,8 @@ write_journal(struct maildrop *md, const char *path, const char *dir,
 		uint64_t done = 0, c = carried(rg[i].src, rg[i].len, final);
 
 		while (done < c) {
-			size_t k = c - done < sizeof(jbuf) ?
-			    (size_t)(c - done) : sizeof(jbuf);
+			size_t k = c - done < POP3D_MAILBUF ?
+			    (size_t)(c - done) : POP3D_MAILBUF;
 
 			if (pread_all(md->fd, jbuf, k, rg[i].src + done) == -1 ||
 			    write_all(fd, jbuf, k, &ctx) == -1)
@@ -380,9 +377,9 @@ out:
 static int
 read_journal(struct maildrop *md, int fd, struct jhead *h)
 {
+	unsigned char *jbuf = maildrop_buf(), sum[16];
 	struct stat st;
 	struct jtail t;
-	unsigned char sum[16];
 	uint64_t body, off = 0, i, total = 0;
 	MD5_CTX ctx;
 
@@ -414,8 +411,8 @@ read_journal(struct maildrop *md, int fd, struct jhead *h)
 		return 0;
 	MD5Init(&ctx);
 	while (off < body) {
-		size_t n = body - off < sizeof(jbuf) ? (size_t)(body - off) :
-		    sizeof(jbuf);
+		size_t n = body - off < POP3D_MAILBUF ? (size_t)(body - off) :
+		    POP3D_MAILBUF;
 
 		if (pread_all(fd, jbuf, n, off) == -1)
 			return -1;

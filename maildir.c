@@ -47,7 +47,6 @@
 /* The session lock; its leading '.' keeps it out of every listing. */
 #define MAILDIR_LOCK	".pop3d.lock"
 /* Counting and RETR move data through this buffer. */
-#define COPY_BUF	(64 * 1024)
 /* msg.data: msg.len and msg.hdrlen have been counted. */
 #define MAILDIR_HDRLEN	0x01
 /* Bytes of "new/" or "cur/" before a name in md->names. */
@@ -217,12 +216,12 @@ maildir_count(struct count *c, const unsigned char *p, size_t n)
 static int
 maildir_count_fd(int fd, struct count *c, int header_only)
 {
-	static unsigned char buf[COPY_BUF];
+	unsigned char *buf = maildrop_buf();
 
 	memset(c, 0, sizeof(*c));
 	c->in_header = 1;
 	for (;;) {
-		ssize_t n = pread(fd, buf, sizeof(buf), (off_t)c->len);
+		ssize_t n = pread(fd, buf, POP3D_MAILBUF, (off_t)c->len);
 
 		if (n == -1) {
 			if (errno == EINTR)
@@ -696,11 +695,12 @@ static enum md_status
 maildir_stream(struct maildrop *md, size_t i, int fd, struct io *io,
     uint64_t off, uint64_t len, long long *lines)
 {
-	static unsigned char buf[COPY_BUF];
+	unsigned char *buf = maildrop_buf();
 	int to_eof = len == UINT64_MAX;
 
 	while (len > 0 && io->err == 0) {
-		size_t want = len < sizeof(buf) ? (size_t)len : sizeof(buf);
+		size_t want = len < POP3D_MAILBUF ? (size_t)len :
+		    POP3D_MAILBUF;
 		ssize_t n = pread(fd, buf, want, (off_t)off);
 		size_t used;
 

@@ -101,6 +101,14 @@ maildrop_uidl(const struct maildrop *md, size_t i, char *buf)
 		maildrop_uidl_digest(&md->msgs[i], buf);
 }
 
+unsigned char *
+maildrop_buf(void)
+{
+	static unsigned char buf[POP3D_MAILBUF];
+
+	return buf;
+}
+
 struct msg *
 maildrop_append(struct maildrop *md)
 {

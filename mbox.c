@@ -31,9 +31,7 @@
 #include "pop3d.h"
 
 /* The scan reads this much at a time; a longer line arrives in pieces. */
-#define SCAN_BUF	(256 * 1024)
-/* RETR and UPDATE move data through this buffer. */
-#define COPY_BUF	(64 * 1024)
+#define SCAN_BUF	POP3D_MAILBUF
 
 struct scan {
 	struct maildrop	*md;
@@ -333,17 +331,10 @@ scan_range(struct maildrop *md, int fd, uint64_t start, uint64_t size,
 int
 mbox_scan(struct maildrop *md, int fd, uint64_t size)
 {
-	unsigned char *buf;
-	int ret;
-
 	md->end = size;
 	if (size == 0)
 		return 0;
-	if ((buf = malloc(SCAN_BUF)) == NULL)
-		return -1;
-	ret = scan_range(md, fd, 0, size, buf);
-	free(buf);
-	return ret;
+	return scan_range(md, fd, 0, size, maildrop_buf());
 }
 
 /* A dotlock older than this was left by a crash (as liblockfile holds). */
@@ -562,10 +553,11 @@ static enum md_status
 stream(struct maildrop *md, struct io *io, uint64_t off, uint64_t len,
     long long *lines)
 {
-	static unsigned char buf[COPY_BUF];
+	unsigned char *buf = maildrop_buf();
 
 	while (len > 0) {
-		size_t want = len < sizeof(buf) ? (size_t)len : sizeof(buf);
+		size_t want = len < POP3D_MAILBUF ? (size_t)len :
+		    POP3D_MAILBUF;
 		ssize_t n = pread(md->fd, buf, want, (off_t)off);
 
 		if (n == -1 && errno == EINTR)
@@ -638,7 +630,6 @@ static int
 changed(struct maildrop *md, size_t first, size_t last, uint32_t mask)
 {
 	struct stat st;
-	unsigned char *buf = NULL;
 	size_t i;
 
 	if (lstat(md->path, &st) == -1 || st.st_dev != md->id.dev ||
@@ -671,18 +662,11 @@ changed(struct maildrop *md, size_t first, size_t last, uint32_t mask)
 			goto stale;
 		if (mask != 0 && !(md->msgs[i].flags & mask))
 			continue;
-		if (buf == NULL && (buf = malloc(SCAN_BUF)) == NULL) {
-			log_msg(LOG_ERR, "maildrop %s: %s", md->path,
-			    strerror(errno));
-			return -1;
-		}
-		if (!same_message(md, i, buf))
+		if (!same_message(md, i, maildrop_buf()))
 			goto stale;
 	}
-	free(buf);
 	return 0;
 stale:
-	free(buf);
 	log_msg(LOG_ERR, "maildrop %s: changed during the session by another "
 	    "program (not by appending); refusing to use stale offsets",
 	    md->path);

@@ -43,6 +43,12 @@
 #define POP3D_LOCK_WAIT		30
 /* Output buffer: one write per response where the response fits. */
 #define POP3D_OUTBUF		(128 * 1024)
+/*
+ * The one buffer that mail passes through on its way in: the mbox scan,
+ * RETR and TOP of both stores, Maildir's size count and the journal take
+ * it in turn (none of them nests in another), so a session holds one.
+ */
+#define POP3D_MAILBUF		(64 * 1024)
 /* Input buffer: room for many pipelined commands per read. */
 #define POP3D_INBUF		(16 * 1024)
 /*
@@ -243,6 +249,8 @@ void	maildrop_uidl(const struct maildrop *, size_t i, char *buf);
 struct msg *maildrop_append(struct maildrop *);
 /* Gives identical copies distinct dup numbers (call after the scan). */
 int	maildrop_dedup(struct maildrop *);
+/* The POP3D_MAILBUF bytes that the stores and the journal share. */
+unsigned char	*maildrop_buf(void);
 /* Whether message i can still be sent (see maildrop_ops.check). */
 enum md_status	maildrop_check(struct maildrop *, size_t i);
 enum md_status	maildrop_send(struct maildrop *, struct io *, size_t i,

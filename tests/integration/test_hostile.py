@@ -20,6 +20,7 @@ Run: /usr/bin/python3 tests/integration/test_hostile.py [test_name ...]
 """
 import os
 import random
+import re
 import shutil
 import stat
 import sys
@@ -34,8 +35,23 @@ from pop3test import (IS_ROOT, MAIL_GID, MAIL_UID, READ_TIMEOUT, SLOW,  # noqa
                       read_multi)
 
 USER, PW = "u", "pw"
-SCAN_BUF = 1024 * 1024      # mbox.c: the scanner's read size
-COPY_BUF = 64 * 1024        # mbox.c: RETR's read size
+
+
+def mailbuf():
+    """POP3D_MAILBUF from pop3d.h: the mbox scanner's and RETR's read size,
+    read from the source so that the boundary tests below stay on the
+    boundaries when it changes."""
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                       "pop3d.h")
+    with open(src) as f:
+        m = re.search(r"#define\s+POP3D_MAILBUF\s+\((\d+) \* (\d+)\)",
+                      f.read())
+    if m is None:
+        raise SystemExit("test_hostile: no POP3D_MAILBUF in pop3d.h")
+    return int(m.group(1)) * int(m.group(2))
+
+
+SCAN_BUF = COPY_BUF = mailbuf()
 
 
 # ---------------------------------------------------------------- helpers
