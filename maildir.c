@@ -516,11 +516,11 @@ maildir_relocate(struct maildrop *md, size_t *idx, size_t n)
 
 /*
  * Opens message i for reading, following it when another client renamed
- * it (when follow is set).  The descriptor, or -1 with errno; ENOENT when
- * the message is gone or is no regular file any more.
+ * it (when follow is set), and gives its size.  The descriptor, or -1 with
+ * errno; ENOENT when the message is gone or is no regular file any more.
  */
 static int
-maildir_open_msg(struct maildrop *md, size_t i, int follow)
+maildir_open_msg(struct maildrop *md, size_t i, int follow, uint64_t *size)
 {
 	struct stat st;
 	int fd, saved;
@@ -542,8 +542,10 @@ maildir_open_msg(struct maildrop *md, size_t i, int follow)
 		saved = errno;
 	else if (!S_ISREG(st.st_mode))
 		saved = ENOENT;		/* a FIFO or device now */
-	else
+	else {
+		*size = (uint64_t)st.st_size;
 		return fd;
+	}
 	(void)close(fd);
 	errno = saved;
 	return -1;
@@ -561,6 +563,7 @@ maildir_measure(struct maildrop *md, size_t i)
 	struct msg *m = &md->msgs[i];
 	const char *name = maildir_name(md, m);
 	struct count c;
+	uint64_t size;
 	MD5_CTX ctx;
 	int fd, saved;
 
@@ -570,7 +573,7 @@ maildir_measure(struct maildrop *md, size_t i)
 	MD5Final(m->uid, &ctx);
 	if (maildir_vsize(name + SUB_LEN, &m->size) == 0)
 		return 1;
-	if ((fd = maildir_open_msg(md, i, 0)) == -1) {
+	if ((fd = maildir_open_msg(md, i, 0, &size)) == -1) {
 		if (errno == ENOENT)
 			return 0;
 		goto unreadable;
@@ -688,15 +691,15 @@ maildir_open(struct maildrop *md)
 }
 
 /*
- * Streams the file's bytes [off, off + len) through the writer; len
- * UINT64_MAX means up to the end of the file.
+ * Streams the file's bytes [off, off + len) through the writer; a file
+ * shorter than that is an error (the +OK may be out: the caller ends the
+ * session).
  */
 static enum md_status
 maildir_stream(struct maildrop *md, size_t i, int fd, struct io *io,
     uint64_t off, uint64_t len, long long *lines)
 {
 	unsigned char *buf = maildrop_buf();
-	int to_eof = len == UINT64_MAX;
 
 	while (len > 0 && io->err == 0) {
 		size_t want = len < POP3D_MAILBUF ? (size_t)len :
@@ -706,8 +709,6 @@ maildir_stream(struct maildrop *md, size_t i, int fd, struct io *io,
 
 		if (n == -1 && errno == EINTR)
 			continue;
-		if (n == 0 && to_eof)
-			break;
 		if (n <= 0) {
 			log_msg(LOG_ERR, "maildrop %s: %s: read at %llu: %s",
 			    md->path, maildir_logmsg(md, i),
@@ -719,26 +720,34 @@ maildir_stream(struct maildrop *md, size_t i, int fd, struct io *io,
 		if (lines != NULL && *lines == 0)
 			break;
 		off += used;
-		if (!to_eof)
-			len -= used;
+		len -= used;
 	}
 	return MD_OK;
 }
 
+/* Closes the file that check opened and send did not take. */
+static void
+maildir_drop_held(struct maildrop *md)
+{
+	if (md->held != 0)
+		(void)close(md->heldfd);
+	md->held = 0;
+}
+
 /*
- * RETR and TOP (RFC 1939 §7).  The file is opened before a byte of it is
- * written, so a message that another client deleted ends in MD_TEMP with
- * nothing of it sent.
+ * Before RETR and TOP, and so before the +OK: opens message i's file
+ * (following a rename by another client) and holds it for send, so that
+ * one path lookup serves both.  A message whose file another client
+ * deleted, or that cannot be opened, gets -ERR and the session goes on;
+ * once the +OK is out, nothing is left that could fail but the reads.
  */
 static enum md_status
-maildir_send(struct maildrop *md, struct io *io, size_t i, long long lines)
+maildir_check(struct maildrop *md, size_t i)
 {
-	struct msg *m = &md->msgs[i];
-	enum md_status r = MD_TEMP;
-	struct count c;
 	int fd;
 
-	if ((fd = maildir_open_msg(md, i, 1)) == -1) {
+	maildir_drop_held(md);
+	if ((fd = maildir_open_msg(md, i, 1, &md->heldsize)) == -1) {
 		if (errno == ENOENT)
 			log_msg(LOG_NOTICE, "maildrop %s: message %zu (%s) "
 			    "was removed by another client", md->path, i + 1,
@@ -748,6 +757,31 @@ maildir_send(struct maildrop *md, struct io *io, size_t i, long long lines)
 			    maildir_logmsg(md, i), strerror(errno));
 		return MD_TEMP;
 	}
+	md->held = i + 1;
+	md->heldfd = fd;
+	return MD_OK;
+}
+
+/*
+ * RETR and TOP (RFC 1939 §7), of the file check opened (or, called
+ * without check, opened now, before a byte of it is written).  The file's
+ * size at open bounds the reads: a Maildir file does not change once
+ * delivered, and the bound saves a read per message that only finds EOF.
+ */
+static enum md_status
+maildir_send(struct maildrop *md, struct io *io, size_t i, long long lines)
+{
+	struct msg *m = &md->msgs[i];
+	enum md_status r = MD_TEMP;
+	struct count c;
+	uint64_t size;
+	int fd;
+
+	if (md->held != i + 1 && maildir_check(md, i) != MD_OK)
+		return MD_TEMP;
+	fd = md->heldfd;
+	size = md->heldsize;
+	md->held = 0;
 	if (lines >= 0 && !(m->data & MAILDIR_HDRLEN)) {
 		/* The size came from ,W=: find the header's end now. */
 		if (maildir_count_fd(fd, &c, 1) == -1) {
@@ -758,45 +792,20 @@ maildir_send(struct maildrop *md, struct io *io, size_t i, long long lines)
 		m->hdrlen = c.hdrlen;
 		m->data |= MAILDIR_HDRLEN;
 	}
+	if (m->hdrlen > size)
+		m->hdrlen = size;	/* shorter than at login: not ours */
 	io_body_begin(io);
 	if (lines < 0)
-		r = maildir_stream(md, i, fd, io, 0, UINT64_MAX, NULL);
+		r = maildir_stream(md, i, fd, io, 0, size, NULL);
 	else if ((r = maildir_stream(md, i, fd, io, 0, m->hdrlen, NULL)) ==
 	    MD_OK && lines > 0)
-		r = maildir_stream(md, i, fd, io, m->hdrlen, UINT64_MAX,
-		    &lines);
+		r = maildir_stream(md, i, fd, io, m->hdrlen,
+		    size - m->hdrlen, &lines);
 	if (r == MD_OK)
 		io_body_end(io);
 out:
 	(void)close(fd);		/* read-only: nothing to lose */
 	return r;
-}
-
-/*
- * Before RETR and TOP, and so before the +OK: a message whose file
- * another client deleted gets -ERR and the session goes on (a file that
- * was only renamed is followed).  send opens the file again; should it
- * vanish in between, send fails before writing a byte of it.
- */
-static enum md_status
-maildir_check(struct maildrop *md, size_t i)
-{
-	struct stat st;
-
-	if (fstatat(md->fd, maildir_name(md, &md->msgs[i]), &st,
-	    AT_SYMLINK_NOFOLLOW) == -1 && errno == ENOENT) {
-		if (maildir_relocate(md, &i, 1) == -1)
-			return MD_TEMP;
-		if (fstatat(md->fd, maildir_name(md, &md->msgs[i]), &st,
-		    AT_SYMLINK_NOFOLLOW) == -1 && errno == ENOENT) {
-			log_msg(LOG_NOTICE, "maildrop %s: message %zu (%s) "
-			    "was removed by another client", md->path, i + 1,
-			    maildir_logmsg(md, i));
-			return MD_TEMP;
-		}
-	}
-	/* Other errors and non-files: send says why, in the log. */
-	return MD_OK;
 }
 
 /*
@@ -874,6 +883,7 @@ maildir_update(struct maildrop *md)
 	int dirty[2] = { 0, 0 };	/* new/, cur/ changed */
 	size_t *lost = NULL, nlost = 0, i;
 
+	maildir_drop_held(md);
 	for (i = 0; i < md->count; i++) {
 		if (!(md->msgs[i].flags & MSG_DELETED))
 			continue;
@@ -965,6 +975,7 @@ static void
 maildir_close(struct maildrop *md)
 {
 	/* Read-only descriptors: closing loses nothing; it drops the lock. */
+	maildir_drop_held(md);
 	if (md->lockfd != -1)
 		(void)close(md->lockfd);
 	md->lockfd = -1;

@@ -211,6 +211,12 @@ struct maildrop {
 	char		*path;
 	int		 fd;		/* the mbox or Maildir directory, or -1 */
 	int		 lockfd;	/* Maildir: the session lock, or -1 */
+	/* Maildir: the file check opened for send: message held - 1 (none
+	 * when 0, so that a zeroed maildrop holds nothing), its descriptor
+	 * and size. */
+	size_t		 held;
+	int		 heldfd;
+	uint64_t	 heldsize;
 	int		 dotlock;	/* mbox: we hold <path>.lock */
 	struct {			/* mbox: the file as scanned */
 		uint64_t	 size;

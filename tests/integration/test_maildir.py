@@ -420,6 +420,35 @@ def file_deleted_by_another_client_during_the_session():
 
 
 @test
+def file_replaced_or_unreadable_during_the_session():
+    """A message file that became a FIFO, or unreadable, after login gets
+    -ERR [SYS/TEMP] before any +OK (RETR and TOP), and the session goes on.
+    The sizes come from ,W=, so pop3d never read these files at login:
+    the open before the +OK is the first to find out."""
+    ms = [message(i + 1) for i in range(3)]
+    rels = ["cur/170000000%d.M%dP1.host,S=%d,W=%d:2,S"
+            % (i, i, len(m), len(wire(m))) for i, m in enumerate(ms)]
+    with Env() as env:
+        env.add_user("alice", PW)
+        md = Maildir(env)
+        for rel, m in zip(rels, ms):
+            md.put(rel, m)
+        p = env.session("alice", PW)
+        os.unlink(md.path(rels[0]))
+        os.mkfifo(md.path(rels[0]), 0o600)
+        env.own(md.path(rels[0]), 0o600)
+        os.chmod(md.path(rels[1]), 0)
+        for cmd in ("RETR 1", "TOP 1 0", "RETR 2", "TOP 2 1"):
+            r = p.cmd(cmd)
+            check(r.startswith("-ERR [SYS/TEMP]"), "%s: %r" % (cmd, r))
+        p.ok("NOOP")
+        eq(retr(p, 3), stuffed(ms[2]), "RETR 3 after the refusals")
+        p.quit()
+        eq(md.read(rels[2]), ms[2], "message 3 kept")
+        eq(os.stat(md.path(rels[1])).st_size, len(ms[1]), "message 2 kept")
+
+
+@test
 def quit_succeeds_when_a_deleted_file_vanished():
     with Env() as env:
         env.add_user("alice", PW)
