@@ -18,7 +18,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <md5.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,7 +45,7 @@ struct scan {
 	int		 skip;		/* header left out of the UIDL */
 	unsigned char	 last;		/* last byte seen of the line */
 	int		 full;		/* the table is full */
-	MD5_CTX		 ctx;
+	struct uidhash	 hash;		/* the UIDL digest so far */
 };
 
 /*
@@ -93,7 +92,7 @@ finish(struct scan *s, int strip)
 	}
 	if (s->in_header || m->hdrlen > m->len)
 		m->hdrlen = m->len;
-	MD5Final(m->uid, &s->ctx);
+	uidhash_final(&s->hash, m->uid);
 	s->cur = NULL;
 }
 
@@ -125,7 +124,7 @@ piece(struct scan *s, uint64_t off, const unsigned char *p, size_t n,
 			s->cur->off = off;
 			s->in_header = 1;
 			s->skip = 0;
-			MD5Init(&s->ctx);
+			uidhash_init(&s->hash);
 		} else if (s->cur == NULL) {
 			errno = EINVAL;		/* does not start with "From " */
 			return -1;
@@ -145,12 +144,12 @@ piece(struct scan *s, uint64_t off, const unsigned char *p, size_t n,
 	m = s->cur;
 	s->line_len += n;
 	if (s->envelope)
-		MD5Update(&s->ctx, p, n);
+		uidhash_update(&s->hash, p, n);
 	else {
 		m->len += n;
 		m->size += n;
 		if (s->in_header && !s->skip)
-			MD5Update(&s->ctx, p, n);
+			uidhash_update(&s->hash, p, n);
 	}
 	/* Remember the byte before the LF, across pieces. */
 	if (!lf)

@@ -275,6 +275,22 @@ extern const struct maildrop_ops maildir_ops;
  */
 int	mbox_scan(struct maildrop *, int fd, uint64_t size);
 
+/*
+ * uidhash.c: the digest behind an mbox UIDL, SipHash-2-4 with 128-bit
+ * output, fed incrementally in pieces of any length.  uidhash_init uses
+ * the fixed public key of the UIDL; uidhash_init_key any key (the test
+ * vectors).  After uidhash_final the state must be initialized again.
+ */
+struct uidhash {
+	uint64_t	 v[4];
+	uint64_t	 tail;		/* bytes of an incomplete word, LE */
+	uint64_t	 len;		/* bytes so far; len % 8 are in tail */
+};
+void	uidhash_init(struct uidhash *);
+void	uidhash_init_key(struct uidhash *, const unsigned char key[16]);
+void	uidhash_update(struct uidhash *, const void *, size_t);
+void	uidhash_final(struct uidhash *, unsigned char out[16]);
+
 /* journal.c: crash-safe compaction of an mbox. */
 struct jrange {
 	uint64_t	 dst, src, len;	/* move [src, src+len) to dst */

@@ -5,14 +5,15 @@
  * The input is an mbox: hostile bytes, any line length, NUL, CR, 8-bit.
  * The table the scanner builds is compared with a reference written from
  * the format's rules (mbox.c's header comment, DESIGN.md), sharing no code
- * with it: where each message starts, its stored and sent lengths, its
- * header, its UIDL digest.  Every UIDL must be distinct and printable
- * (RFC 1939 §7), and RETR and TOP of every message must send exactly the
- * bytes the rules say, with LIST's octet count (RFC 1939 §3, §5), whole
- * and when fed to the writer in small pieces.  The same input is also
- * scanned behind a filler of about the scanner's buffer size, so that its
- * lines cross a buffer boundary, and a line longer than the buffer ends
- * inside it.  Runs as whoever runs the fuzzer.
+ * with it but the hash function (uidhash.c, which test_uidhash.c checks
+ * against the SipHash test vectors): where each message starts, its stored
+ * and sent lengths, its header, its UIDL digest.  Every UIDL must be
+ * distinct and printable (RFC 1939 §7), and RETR and TOP of every message
+ * must send exactly the bytes the rules say, with LIST's octet count
+ * (RFC 1939 §3, §5), whole and when fed to the writer in small pieces.
+ * The same input is also scanned behind a filler of about the scanner's
+ * buffer size, so that its lines cross a buffer boundary, and a line
+ * longer than the buffer ends inside it.  Runs as whoever runs the fuzzer.
  */
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -20,7 +21,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <md5.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -175,12 +175,12 @@ static void
 ref_uid(const unsigned char *p, const struct ref *r, size_t cend,
     unsigned char uid[16])
 {
-	MD5_CTX ctx;
+	struct uidhash h;
 	size_t pos = (size_t)r->data;
 	int skip = 0;
 
-	MD5Init(&ctx);
-	MD5Update(&ctx, p + r->off, (size_t)(r->data - r->off));
+	uidhash_init(&h);
+	uidhash_update(&h, p + r->off, (size_t)(r->data - r->off));
 	while (pos < cend) {
 		size_t end = line_end(p, cend, pos);
 
@@ -189,10 +189,10 @@ ref_uid(const unsigned char *p, const struct ref *r, size_t cend,
 		if (p[pos] != ' ' && p[pos] != '\t')
 			skip = ref_volatile(p + pos, end - pos);
 		if (!skip)
-			MD5Update(&ctx, p + pos, end - pos);
+			uidhash_update(&h, p + pos, end - pos);
 		pos = end;
 	}
-	MD5Final(uid, &ctx);
+	uidhash_final(&h, uid);
 }
 
 /*
