@@ -31,8 +31,8 @@
 #include "pop3d.h"
 #include "fuzz.h"
 
-/* mbox.c's SCAN_BUF: the scanner reads this much at a time. */
-#define SCAN_SIZE	(1024 * 1024)
+/* mbox.c's SCAN_BUF, POP3D_MAILBUF: what the scanner reads at a time. */
+#define SCAN_SIZE	POP3D_MAILBUF
 /* Inputs up to this size are also scanned behind the filler. */
 #define BIG_MAX		(64 * 1024)
 /* RETR and TOP are checked on this many messages of an input. */
