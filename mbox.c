@@ -59,10 +59,17 @@ volatile_header(const unsigned char *p, size_t n)
 		"Status", "X-Status", "X-Keywords", "X-UID", "Content-Length",
 		"Lines"
 	};
-	const unsigned char *colon = memchr(p, ':', n);
+	const unsigned char *colon;
 	size_t len, i;
 
-	if (colon == NULL)
+	/* Most header lines start with none of these names' letters. */
+	switch (p[0] | 0x20) {
+	case 'c': case 'l': case 's': case 'x':
+		break;
+	default:
+		return 0;
+	}
+	if ((colon = memchr(p, ':', n)) == NULL)
 		return 0;
 	len = (size_t)(colon - p);
 	if (len >= 6 && strncasecmp((const char *)p, "X-IMAP", 6) == 0)
