@@ -624,8 +624,11 @@ same_message(struct maildrop *md, size_t i, unsigned char *buf)
 /*
  * Was the mbox changed under us other than by appending (a mail reader
  * expunged or rewrote it)?  Then offsets from the scan are stale.  Checks
- * that such a rewrite trips: the path still names the file we opened (not
- * one renamed over it, nor none), the file is no shorter than the part the
+ * that such a rewrite trips: with path set, the path still names the file
+ * we opened (not one renamed over it, nor none: UPDATE must act on the
+ * file that readers and delivery see; RETR reads through our descriptor,
+ * whose bytes stay the scanned ones, and spares the lookup); the file is
+ * no shorter than the part the
  * table covers, each message in [first, last] has its "From " line where
  * it was, at the start of a line, and those whose flags have bits of mask
  * (all when mask is 0) are the same messages: an expunge can leave a
@@ -633,13 +636,14 @@ same_message(struct maildrop *md, size_t i, unsigned char *buf)
  * of new mail behind).  -1 (logged) when it changed or cannot be read.
  */
 static int
-changed(struct maildrop *md, size_t first, size_t last, uint32_t mask)
+changed(struct maildrop *md, size_t first, size_t last, uint32_t mask,
+    int path)
 {
 	struct stat st;
 	size_t i;
 
-	if (lstat(md->path, &st) == -1 || st.st_dev != md->id.dev ||
-	    st.st_ino != md->id.ino)
+	if (path && (lstat(md->path, &st) == -1 ||
+	    st.st_dev != md->id.dev || st.st_ino != md->id.ino))
 		goto stale;
 	if (fstat(md->fd, &st) == -1 || st.st_ino != md->id.ino ||
 	    (uint64_t)st.st_size < md->end)
@@ -683,7 +687,7 @@ static enum md_status
 mbox_check(struct maildrop *md, size_t i)
 {
 	/* The message and the one behind it (whose "From " ends it). */
-	return changed(md, i, i + 1, 0) == -1 ? MD_TEMP : MD_OK;
+	return changed(md, i, i + 1, 0, 0) == -1 ? MD_TEMP : MD_OK;
 }
 
 /*
@@ -714,7 +718,7 @@ mbox_update(struct maildrop *md)
 		return MD_TEMP;
 	}
 	/* Deleting is safe when what goes is what the client saw. */
-	if (changed(md, 0, md->count - 1, MSG_DELETED) == -1)
+	if (changed(md, 0, md->count - 1, MSG_DELETED, 1) == -1)
 		goto out;
 	if (fstat(md->fd, &st) == -1) {
 		log_msg(LOG_ERR, "maildrop %s: fstat: %s", md->path,
