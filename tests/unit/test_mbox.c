@@ -431,6 +431,324 @@ Test(scan, random_mboxes, .timeout = 120)
 	}
 }
 
+/*
+ * Body lines in bulk (bulk_body() in mbox.c, in 64-byte vector blocks
+ * where the CPU has them), checked against a model that knows nothing of
+ * blocks: any bytes, split into lines, then into messages by the rules.
+ */
+struct model_msg {
+	uint64_t	 off, data, len, hdrlen, size;
+};
+
+/*
+ * A message starts at a "From " line at the start of the file or after
+ * an empty line ("\n" or "\r\n"), which is not part of it; nor is the
+ * empty line that ends it before the next one or at the end of the file.
+ * Returns the count; the file must start with "From ".
+ */
+static size_t
+model_scan(const unsigned char *p, size_t n, struct model_msg **out)
+{
+	struct model_msg *m = NULL;
+	size_t count = 0, pos = 0, i;
+	int prev_empty = 1;
+
+	while (pos < n) {
+		const unsigned char *lf = memchr(p + pos, '\n', n - pos);
+		size_t end = lf != NULL ? (size_t)(lf - p) + 1 : n;
+		size_t len = end - pos;
+
+		if (prev_empty && len >= 5 &&
+		    memcmp(p + pos, "From ", 5) == 0) {
+			m = realloc(m, (count + 1) * sizeof(*m));
+			cr_assert_not_null(m);
+			memset(&m[count], 0, sizeof(*m));
+			m[count].off = pos;
+			m[count++].data = end;
+			prev_empty = 0;
+		} else {
+			cr_assert(count > 0, "model: no \"From \" first");
+			prev_empty = lf != NULL && (len == 1 ||
+			    (len == 2 && p[pos] == '\r'));
+		}
+		pos = end;
+	}
+	for (i = 0; i < count; i++) {
+		size_t start = (size_t)m[i].data, stop = i + 1 < count ?
+		    (size_t)m[i + 1].off : n, last = start, len;
+
+		/* The last line of the message, complete and empty: gone. */
+		for (pos = start; pos < stop; pos++)
+			if (p[pos] == '\n' && pos + 1 < stop)
+				last = pos + 1;
+		len = stop - last;
+		if (stop > start && p[stop - 1] == '\n' && (len == 1 ||
+		    (len == 2 && p[last] == '\r')))
+			stop = last;
+		m[i].len = stop - start;
+		m[i].hdrlen = ref_hdrlen(p + start, stop - start);
+		m[i].size = ref_octets(p + start, stop - start);
+	}
+	*out = m;
+	return count;
+}
+
+/* The scanner and the model agree on f; what names the case. */
+static void
+model_check(const struct buf *f, const char *what)
+{
+	struct model_msg *exp;
+	struct maildrop md;
+	size_t n = model_scan(f->p, f->len, &exp), i;
+
+	cr_assert_eq(scan(f->p, f->len, &md, NULL), 0, "%s: mbox_scan: %s",
+	    what, strerror(errno));
+	cr_assert_eq(md.count, n, "%s: %zu messages, expected %zu", what,
+	    md.count, n);
+	for (i = 0; i < n; i++) {
+		const struct msg *m = &md.msgs[i];
+		const struct model_msg *x = &exp[i];
+
+		cr_assert(m->off == x->off && m->data == x->data,
+		    "%s: msg %zu at %llu/%llu, expected %llu/%llu", what, i + 1,
+		    (unsigned long long)m->off, (unsigned long long)m->data,
+		    (unsigned long long)x->off, (unsigned long long)x->data);
+		cr_assert(m->len == x->len && m->size == x->size &&
+		    m->hdrlen == x->hdrlen, "%s: msg %zu: len %llu size %llu "
+		    "hdrlen %llu, expected %llu %llu %llu", what, i + 1,
+		    (unsigned long long)m->len, (unsigned long long)m->size,
+		    (unsigned long long)m->hdrlen, (unsigned long long)x->len,
+		    (unsigned long long)x->size, (unsigned long long)x->hdrlen);
+	}
+	release(&md);
+	free(exp);
+}
+
+/*
+ * A message whose body, after one line that piece() takes, is exactly
+ * body: bulk_body() starts at its first byte.  Not last: two LFs end it,
+ * a separator whatever the body's end.
+ */
+static void
+bulk_msg(struct buf *f, const void *body, size_t n, int last)
+{
+	buf_adds(f, ENV "S: x\n\nfirst\n");
+	buf_add(f, body, n);
+	if (!last)
+		buf_adds(f, "\n\n");
+}
+
+/*
+ * n random bytes of LF, CR, "F", "x" and " ": LFs and CRs each from
+ * none to dense, so that lines run from empty to far over 64 bytes.
+ */
+static void
+rnd_body(uint64_t *seed, struct buf *b, size_t n)
+{
+	static const unsigned lfp[] = { 1, 2, 5, 15, 30, 50 };
+	static const unsigned crp[] = { 0, 0, 2, 10, 25 };
+	static const char other[] = "Fx ";
+	unsigned pl = lfp[rnd_upto(seed, 6)], pc = crp[rnd_upto(seed, 5)];
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		size_t r = rnd_upto(seed, 100);
+
+		if (r < pl)
+			buf_addc(b, '\n', 1);
+		else if (r < pl + pc)
+			buf_addc(b, '\r', 1);
+		else
+			buf_addc(b, (unsigned char)other[r % 3], 1);
+	}
+}
+
+/* Every body length up to past three blocks, random bytes. */
+Test(scan, bulk_random_bodies, .timeout = 120)
+{
+	uint64_t seed = 0x9e3779b97f4a7c15ULL;
+	struct buf f = { 0 }, body = { 0 };
+	char what[64];
+	size_t len, k;
+
+	for (len = 0; len <= 200; len++) {
+		f.len = 0;
+		for (k = 0; k < 8; k++) {
+			body.len = 0;
+			rnd_body(&seed, &body, len);
+			bulk_msg(&f, body.p, body.len, k == 7);
+		}
+		snprintf(what, sizeof(what), "bodies of %zu bytes", len);
+		model_check(&f, what);
+	}
+	buf_free(&f);
+	buf_free(&body);
+}
+
+/* Bodies over the scanner's buffers, and a "From " after empty lines. */
+Test(scan, bulk_large_bodies, .timeout = 120)
+{
+	uint64_t seed = 77;
+	struct buf f = { 0 }, body = { 0 };
+	char what[64];
+	size_t k, j;
+
+	for (k = 0; k < 6; k++) {
+		f.len = 0;
+		body.len = 0;
+		for (j = 0; j < 3000; j++) {
+			rnd_body(&seed, &body, rnd_upto(&seed, 600));
+			if (rnd_upto(&seed, 4) == 0)
+				buf_adds(&body, k % 2 ? "\r\n\r\n" : "\n\n");
+			if (rnd_upto(&seed, 20) == 0)
+				buf_adds(&body, "\nFrom text\n");
+		}
+		bulk_msg(&f, body.p, body.len, k % 3 == 0);
+		bulk_msg(&f, body.p, body.len / 3, 1);
+		snprintf(what, sizeof(what), "large bodies, round %zu", k);
+		model_check(&f, what);
+	}
+	buf_free(&f);
+	buf_free(&body);
+}
+
+/*
+ * Complete lines of n bytes in all, none of them empty: of len bytes
+ * (the last one takes the rest), fill bytes then eol.  -1 when n bytes
+ * cannot be such lines.
+ */
+static int
+fill_lines(struct buf *b, size_t n, size_t len, unsigned char fill,
+    const char *eol)
+{
+	size_t el = strlen(eol);
+	/* "\r\n" is empty: a CR fill needs a byte more before an LF. */
+	size_t min = el + 1 + (fill == '\r' && el == 1);
+
+	if (n > 0 && n < min)
+		return -1;
+	while (n > 0) {
+		size_t l = len < min ? min : len;
+
+		if (l > n || n - l < min)
+			l = n;
+		buf_addc(b, fill, l - el);
+		buf_adds(b, eol);
+		n -= l;
+	}
+	return 0;
+}
+
+/*
+ * An empty line starting at each offset from the body's start, so at each
+ * place in a block and across blocks: "\n" or "\r\n", after lines ending
+ * in LF or CRLF, long or short or of CRs, with the bytes after it short
+ * (the scalar tail) or long, and after it a "From " line or text.
+ */
+Test(scan, bulk_empty_line_everywhere, .timeout = 120)
+{
+	static const struct {
+		size_t		 len;
+		unsigned char	 fill;
+		const char	*eol;
+	} before[] = {
+		{ SIZE_MAX, 'x', "\n" }, { SIZE_MAX, 'x', "\r\n" },
+		{ 3, 'x', "\n" }, { 4, 'x', "\r\n" }, { 3, '\r', "\n" },
+		{ 7, ' ', "\n" },
+	};
+	static const char *const empties[] = { "\n", "\r\n" };
+	static const size_t tails[] = { 0, 1, 30, 200 };
+	struct buf f = { 0 }, body = { 0 };
+	char what[64];
+	size_t at, v, e, t;
+
+	for (at = 0; at <= 130; at++) {
+		f.len = 0;
+		for (v = 0; v < sizeof(before) / sizeof(before[0]); v++)
+			for (e = 0; e < 2; e++)
+				for (t = 0; t < 4; t++) {
+					body.len = 0;
+					if (fill_lines(&body, at,
+					    before[v].len, before[v].fill,
+					    before[v].eol) == -1)
+						continue;
+					buf_adds(&body, empties[e]);
+					if (t % 2)
+						buf_adds(&body, "From here\n");
+					buf_addc(&body, 'y', tails[t]);
+					buf_adds(&body, "\n");
+					buf_addc(&body, 'z', tails[t]);
+					bulk_msg(&f, body.p, body.len, 0);
+				}
+		bulk_msg(&f, "end\n", 4, 1);
+		snprintf(what, sizeof(what), "empty line at %zu", at);
+		model_check(&f, what);
+	}
+	buf_free(&f);
+	buf_free(&body);
+}
+
+/*
+ * A CR at each offset, before an LF or not, with a long run behind so
+ * that it falls in the blocks: a CRLF counts one octet less than an LF
+ * alone, wherever the pair falls.
+ */
+Test(scan, bulk_crlf_everywhere, .timeout = 120)
+{
+	struct buf f = { 0 }, body = { 0 };
+	char what[64];
+	size_t at, v;
+
+	for (at = 0; at <= 130; at++) {
+		f.len = 0;
+		for (v = 0; v < 4; v++) {
+			body.len = 0;
+			buf_addc(&body, 'x', at);
+			buf_adds(&body, v == 0 ? "\r\n" : v == 1 ? "\rx\n" :
+			    v == 2 ? "\r\r\n" : "\r\n\r");
+			buf_addc(&body, 'y', 150);
+			buf_adds(&body, "\r\n");
+			buf_addc(&body, 'z', 100);
+			buf_adds(&body, "\n");
+			bulk_msg(&f, body.p, body.len, v == 3);
+		}
+		snprintf(what, sizeof(what), "CR at %zu", at);
+		model_check(&f, what);
+	}
+	buf_free(&f);
+	buf_free(&body);
+}
+
+/*
+ * Lines of 16 bytes or a divisor put up to four LFs a block in one byte
+ * counter, for hundreds of blocks: the counters must not wrap.
+ */
+Test(scan, bulk_lf_counters)
+{
+	static const size_t lens[] = { 2, 4, 8, 16, 32, 64 };
+	struct buf f = { 0 }, body = { 0 };
+	size_t i, j;
+
+	for (i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+		body.len = 0;
+		for (j = 0; j < 20000 / lens[i]; j++) {
+			buf_addc(&body, 'x', lens[i] - 1 - (j % 2 && i > 0));
+			buf_adds(&body, j % 2 && i > 0 ? "\r\n" : "\n");
+		}
+		bulk_msg(&f, body.p, body.len, 0);
+		body.len = 0;
+		for (j = 0; j < 20000 / lens[i]; j++) {
+			buf_addc(&body, 'x', lens[i] - 1);
+			buf_adds(&body, "\n");
+		}
+		bulk_msg(&f, body.p, body.len, i + 1 == sizeof(lens) /
+		    sizeof(lens[0]));
+	}
+	model_check(&f, "lines of 2 to 64 bytes");
+	buf_free(&f);
+	buf_free(&body);
+}
+
 /* UIDL */
 
 /* The UIDL of message i of an mbox given as text. */
