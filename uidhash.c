@@ -100,25 +100,26 @@ uidhash_update(struct uidhash *h, const void *buf, size_t n)
 	h->v[3] = v3;
 }
 
+/* SipHash's d = 4 finalization rounds, then one 64-bit half, LE. */
+#define OUTPUT(v0, v1, v2, v3, out) do {				\
+	uint64_t r_;							\
+	int i_;								\
+									\
+	for (i_ = 0; i_ < 4; i_++)					\
+		SIPROUND(v0, v1, v2, v3);				\
+	r_ = htole64(v0 ^ v1 ^ v2 ^ v3);				\
+	memcpy((out), &r_, 8);						\
+} while (0)
+
 void
 uidhash_final(struct uidhash *h, unsigned char out[16])
 {
 	uint64_t v0 = h->v[0], v1 = h->v[1], v2 = h->v[2], v3 = h->v[3];
-	uint64_t b = h->tail | h->len << 56, r;
+	uint64_t b = h->tail | h->len << 56;
 
 	COMPRESS(v0, v1, v2, v3, b);
 	v2 ^= 0xee;
-	SIPROUND(v0, v1, v2, v3);
-	SIPROUND(v0, v1, v2, v3);
-	SIPROUND(v0, v1, v2, v3);
-	SIPROUND(v0, v1, v2, v3);
-	r = htole64(v0 ^ v1 ^ v2 ^ v3);
-	memcpy(out, &r, 8);
+	OUTPUT(v0, v1, v2, v3, out);
 	v1 ^= 0xdd;
-	SIPROUND(v0, v1, v2, v3);
-	SIPROUND(v0, v1, v2, v3);
-	SIPROUND(v0, v1, v2, v3);
-	SIPROUND(v0, v1, v2, v3);
-	r = htole64(v0 ^ v1 ^ v2 ^ v3);
-	memcpy(out + 8, &r, 8);
+	OUTPUT(v0, v1, v2, v3, out + 8);
 }

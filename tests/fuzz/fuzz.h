@@ -98,4 +98,27 @@ fuzz_tmpdir(char *dir, size_t n)
 	fuzz_on_exit(fuzz_rmdir);
 }
 
+/* A growing byte buffer (the targets' inputs and expected outputs). */
+struct buf {
+	unsigned char	*p;
+	size_t		 len, cap;
+};
+
+static inline void
+buf_add(struct buf *b, const void *p, size_t n)
+{
+	if (b->len + n > b->cap) {
+		size_t cap = b->cap > 0 ? b->cap : 4096;
+
+		while (cap < b->len + n)
+			cap *= 2;
+		b->p = realloc(b->p, cap);
+		CHECK(b->p != NULL);
+		b->cap = cap;
+	}
+	if (p != NULL && n > 0)
+		memcpy(b->p + b->len, p, n);
+	b->len += n;
+}
+
 #endif /* FUZZ_H */

@@ -40,28 +40,6 @@
 
 static const char head[] = "From fuzz@example.org Mon Jan  1 00:00:00 2024\n\n";
 
-struct buf {
-	unsigned char	*p;
-	size_t		 len, cap;
-};
-
-static void
-buf_add(struct buf *b, const void *p, size_t n)
-{
-	if (b->len + n > b->cap) {
-		size_t cap = b->cap > 0 ? b->cap : 4096;
-
-		while (cap < b->len + n)
-			cap *= 2;
-		b->p = realloc(b->p, cap);
-		CHECK(b->p != NULL);
-		b->cap = cap;
-	}
-	if (p != NULL && n > 0)
-		memcpy(b->p + b->len, p, n);
-	b->len += n;
-}
-
 /* What the reference says of one message. */
 struct ref {
 	uint64_t	 off, data, len, hdrlen, size;

@@ -89,28 +89,7 @@ static unsigned char pending[POP3D_INBUF];
 static char dir[128], mbox_path[256];
 static int in_fd = -1, out_fd = -1;
 
-struct buf {
-	unsigned char	*p;
-	size_t		 len, cap;
-};
 static struct buf out, expect, file;
-
-static void
-buf_add(struct buf *b, const void *p, size_t n)
-{
-	if (b->len + n > b->cap) {
-		size_t cap = b->cap > 0 ? b->cap : 4096;
-
-		while (cap < b->len + n)
-			cap *= 2;
-		b->p = realloc(b->p, cap);
-		CHECK(b->p != NULL);
-		b->cap = cap;
-	}
-	if (p != NULL && n > 0)
-		memcpy(b->p + b->len, p, n);
-	b->len += n;
-}
 
 static enum auth_result
 verify(void *ctx, const struct cred *c, struct account *a)
