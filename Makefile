@@ -42,7 +42,8 @@ endif
 ALL_CFLAGS  = $(WARN) $(MODE) -D_GNU_SOURCE -MMD -MP $(DEPS_CFLAGS) $(CFLAGS) $(TESTHOOKS)
 ALL_LDFLAGS = $(MODELD) $(LDFLAGS)
 
-LIBSRC	= auth.c io.c journal.c log.c maildir.c maildrop.c mbox.c privsep.c session.c \
+LIBSRC	= auth.c io.c journal.c log.c maildir.c maildrop.c mbox.c mboxindex.c \
+	  privsep.c session.c \
 	  uidhash.c
 LIBOBJ	= $(LIBSRC:%.c=$(O)/%.o)
 UNITSRC	= $(wildcard tests/unit/test_*.c)

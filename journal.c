@@ -21,7 +21,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <md5.h>
 #include <signal.h>
 #include <stdio.h>
@@ -116,24 +115,6 @@ fault_check(const char *op)
 	return -1;
 }
 #endif
-
-/* The journal's path: ".<mbox name>.pop3d-journal" beside the mbox. */
-static int
-journal_path(const struct maildrop *md, char *buf, size_t n, char *dir,
-    size_t dn)
-{
-	char tmp[1024], tmp2[1024];
-
-	if (strlcpy(tmp, md->path, sizeof(tmp)) >= sizeof(tmp) ||
-	    strlcpy(tmp2, md->path, sizeof(tmp2)) >= sizeof(tmp2))
-		return -1;
-	if (strlcpy(dir, dirname(tmp), dn) >= dn)
-		return -1;
-	if ((size_t)snprintf(buf, n, "%s/.%s.pop3d-journal", dir,
-	    basename(tmp2)) >= n)
-		return -1;
-	return 0;
-}
 
 static int
 sync_dir(const char *dir)
@@ -438,7 +419,8 @@ journal_compact(struct maildrop *md, const struct jrange *rg, size_t n,
 	struct jhead h;
 	int fd, r;
 
-	if (journal_path(md, path, sizeof(path), dir, sizeof(dir)) == -1) {
+	if (maildrop_sidefile(md, "journal", path, sizeof(path), dir,
+	    sizeof(dir)) == -1) {
 		log_msg(LOG_ERR, "maildrop %s: path too long for a journal",
 		    md->path);
 		return MD_PERM;
@@ -480,7 +462,8 @@ journal_recover(struct maildrop *md)
 	int fd, v;
 	enum md_status r = MD_TEMP;
 
-	if (journal_path(md, path, sizeof(path), dir, sizeof(dir)) == -1)
+	if (maildrop_sidefile(md, "journal", path, sizeof(path), dir,
+	    sizeof(dir)) == -1)
 		return MD_OK;	/* none could have been written either */
 	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.new", path) < sizeof(tmp))
 		(void)unlink(tmp);	/* a journal cut short while written */

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include <errno.h>
+#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,23 @@ is_maildir(const char *path)
 		    sizeof(p) || stat(p, &st) == -1 || !S_ISDIR(st.st_mode))
 			return 0;
 	return 1;
+}
+
+int
+maildrop_sidefile(const struct maildrop *md, const char *what, char *buf,
+    size_t n, char *dir, size_t dn)
+{
+	char tmp[1024], tmp2[1024];
+
+	if (strlcpy(tmp, md->path, sizeof(tmp)) >= sizeof(tmp) ||
+	    strlcpy(tmp2, md->path, sizeof(tmp2)) >= sizeof(tmp2))
+		return -1;
+	if (strlcpy(dir, dirname(tmp), dn) >= dn)
+		return -1;
+	if ((size_t)snprintf(buf, n, "%s/.%s.pop3d-%s", dir, basename(tmp2),
+	    what) >= n)
+		return -1;
+	return 0;
 }
 
 enum md_status

@@ -613,11 +613,130 @@ delivery_unlock(struct maildrop *md)
 	(void)fcntl(md->fd, F_SETLK, &fl);
 }
 
+/*
+ * Is message i still the one the scan found at its offset: its envelope
+ * and header, rescanned, give the same digest?  1 yes, 0 no or unreadable.
+ */
+static int
+same_message(struct maildrop *md, size_t i, unsigned char *buf)
+{
+	const struct msg *m = &md->msgs[i];
+	struct maildrop tmp;
+	int same;
+
+	memset(&tmp, 0, sizeof(tmp));
+	tmp.fd = -1;
+	same = scan_range(&tmp, md->fd, m->off, m->data + m->hdrlen, buf) ==
+	    0 && tmp.count == 1 && tmp.msgs[0].data == m->data &&
+	    memcmp(tmp.msgs[0].uid, m->uid, sizeof(m->uid)) == 0;
+	free(tmp.msgs);
+	return same;
+}
+
+int mbox_settle = 1;
+
+static int
+same_time(const struct timespec *a, const struct timespec *b)
+{
+	return a->tv_sec == b->tv_sec && a->tv_nsec == b->tv_nsec;
+}
+
+/*
+ * Whether what lies behind the old end of the file that the index
+ * describes was appended the way delivery agents append, so that scanning
+ * from the first new "From " line gives what a scan of the whole file
+ * would: either the old part ended with an empty line and the new part
+ * starts with "From ", or the old part ended with a newline but no empty
+ * line and the new part starts with an empty line and "From " (the
+ * separator written before the message instead of after).  And the last
+ * indexed message must still be where it was and the same message (the
+ * digest of envelope and header).  A rewrite ahead of it that kept every
+ * size (messages of equal size swapped for others) passes; the session
+ * then treats the table like one whose file changed after the scan: RETR
+ * and UPDATE check each message they use (changed()).  Returns where the
+ * new part's first message starts, or 0.
+ */
+static uint64_t
+appended(struct maildrop *md, uint64_t old)
+{
+	const struct msg *last = &md->msgs[md->count - 1];
+	unsigned char b[10];
+	uint64_t start;
+	int empty;
+
+	if (old < 3 || pread(md->fd, b, 10, (off_t)old - 3) != 10 ||
+	    b[2] != '\n')
+		return 0;
+	empty = b[1] == '\n' || (b[1] == '\r' && b[0] == '\n');
+	if (empty && memcmp(b + 3, "From ", 5) == 0)
+		start = old;
+	else if (!empty && memcmp(b + 3, "\nFrom ", 6) == 0)
+		start = old + 1;
+	else if (!empty && memcmp(b + 3, "\r\nFrom ", 7) == 0)
+		start = old + 2;
+	else
+		return 0;
+	if (last->off == 0) {
+		if (pread(md->fd, b, 5, 0) != 5 || memcmp(b, "From ", 5) != 0)
+			return 0;
+	} else if (pread(md->fd, b, 6, (off_t)last->off - 1) != 6 ||
+	    memcmp(b, "\nFrom ", 6) != 0)
+		return 0;
+	return same_message(md, md->count - 1, maildrop_buf()) ? start : 0;
+}
+
+enum table_source { SCANNED, INDEXED, APPENDED };
+
+/*
+ * Builds the table of the write-locked mbox, whose state is st: from the
+ * index when the file is still exactly as the index says (device, inode,
+ * size, mtime and ctime to the nanosecond: any write since changes the
+ * ctime, as the index is only written for a file settled over a second),
+ * from the index and a scan of the rest when mail was only appended, else
+ * by a scan of all of it.  MD_OK, or the status for the client (logged).
+ */
+static enum md_status
+build_table(struct maildrop *md, const struct stat *st,
+    enum table_source *src)
+{
+	struct mbox_index ix;
+	uint64_t size = (uint64_t)st->st_size, start = 0;
+	int r;
+
+	*src = SCANNED;
+	if (size > 0 && mbox_index_load(md, &ix) == 0) {
+		if (ix.size == size && same_time(&ix.mtime, &st->st_mtim) &&
+		    same_time(&ix.ctime, &st->st_ctim)) {
+			*src = INDEXED;
+			return MD_OK;
+		}
+		if (ix.size < size && (start = appended(md, ix.size)) > 0)
+			*src = APPENDED;
+		else {
+			free(md->msgs);
+			md->msgs = NULL;
+			md->count = md->cap = 0;
+		}
+	}
+	if (*src == APPENDED)
+		r = scan_range(md, md->fd, start, size, maildrop_buf());
+	else
+		r = mbox_scan(md, md->fd, size);
+	if (r == -1) {
+		log_msg(LOG_ERR, "maildrop %s: %s", md->path, errno == EINVAL ?
+		    "not an mbox (does not start with \"From \")" :
+		    strerror(errno));
+		return errno == EINVAL ? MD_PERM : MD_TEMP;
+	}
+	return MD_OK;
+}
+
 static enum md_status
 mbox_open(struct maildrop *md)
 {
 	struct stat st;
 	enum md_status r = MD_TEMP;
+	enum table_source src = SCANNED;
 
 	st.st_size = 0;
 	md->fd = open(md->path, O_RDWR | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC |
@@ -663,29 +782,34 @@ mbox_open(struct maildrop *md)
 		    strerror(errno));
 		r = MD_TEMP;
 	}
-	if (r == MD_OK && mbox_scan(md, md->fd, (uint64_t)st.st_size) == -1) {
-		log_msg(LOG_ERR, "maildrop %s: %s", md->path, errno == EINVAL ?
-		    "not an mbox (does not start with \"From \")" :
-		    strerror(errno));
-		r = errno == EINVAL ? MD_PERM : MD_TEMP;
-	}
+	if (r == MD_OK)
+		r = build_table(md, &st, &src);
 	if (r == MD_OK) {
 		/*
 		 * What the file looked like when scanned, for changed()'s
 		 * fast path.  Only a file last written over a second ago
 		 * qualifies: any later write then shows as a new mtime even
-		 * on coarse file-system clocks.
+		 * on coarse file-system clocks.  A table partly from the
+		 * index whose file changed since never does.
 		 */
 		md->seen.size = (uint64_t)st.st_size;
 		md->seen.mtime = st.st_mtim;
 		md->seen.ctime = st.st_ctim;
-		md->seen.settled = time(NULL) - st.st_mtime > 1 &&
-		    time(NULL) - st.st_ctime > 1;
+		md->seen.settled = time(NULL) - st.st_mtime > mbox_settle &&
+		    time(NULL) - st.st_ctime > mbox_settle;
+		md->seen.indexed = src != SCANNED;
+		md->source = src == INDEXED ? "index" : src == APPENDED ?
+		    "index+scan" : "scan";
 	}
 	delivery_unlock(md);
 	if (r == MD_OK && md->end < (uint64_t)st.st_size)
 		log_msg(LOG_WARNING, "maildrop %s: over %d messages, the rest "
 		    "is not shown", md->path, POP3D_MAX_MSGS);
+	/* For the next session; the delivery agents need not wait for it. */
+	if (r == MD_OK && src != INDEXED && md->seen.settled)
+		mbox_index_save(md, &st);
+	if (src == APPENDED)
+		md->seen.settled = 0;
 	return r;
 }
 
@@ -737,26 +861,6 @@ mbox_send(struct maildrop *md, struct io *io, size_t i, long long lines)
 }
 
 /*
- * Is message i still the one the scan found at its offset: its envelope
- * and header, rescanned, give the same digest?  1 yes, 0 no or unreadable.
- */
-static int
-same_message(struct maildrop *md, size_t i, unsigned char *buf)
-{
-	const struct msg *m = &md->msgs[i];
-	struct maildrop tmp;
-	int same;
-
-	memset(&tmp, 0, sizeof(tmp));
-	tmp.fd = -1;
-	same = scan_range(&tmp, md->fd, m->off, m->data + m->hdrlen, buf) ==
-	    0 && tmp.count == 1 && tmp.msgs[0].data == m->data &&
-	    memcmp(tmp.msgs[0].uid, m->uid, sizeof(m->uid)) == 0;
-	free(tmp.msgs);
-	return same;
-}
-
-/*
  * Was the mbox changed under us other than by appending (a mail reader
  * expunged or rewrote it)?  Then offsets from the scan are stale.  Checks
  * that such a rewrite trips: with path set, the path still names the file
@@ -788,7 +892,8 @@ changed(struct maildrop *md, size_t first, size_t last, uint32_t mask,
 	 * scan saw a settled file): no byte can have moved, and re-reading
 	 * each message for its digest would double the cost of RETR.
 	 */
-	if (md->seen.settled && (uint64_t)st.st_size == md->seen.size &&
+	if (md->seen.settled && !(path && md->seen.indexed) &&
+	    (uint64_t)st.st_size == md->seen.size &&
 	    st.st_mtim.tv_sec == md->seen.mtime.tv_sec &&
 	    st.st_mtim.tv_nsec == md->seen.mtime.tv_nsec &&
 	    st.st_ctim.tv_sec == md->seen.ctime.tv_sec &&
@@ -815,6 +920,7 @@ stale:
 	log_msg(LOG_ERR, "maildrop %s: changed during the session by another "
 	    "program (not by appending); refusing to use stale offsets",
 	    md->path);
+	mbox_index_drop(md);	/* the next session scans it afresh */
 	return -1;
 }
 
@@ -896,8 +1002,10 @@ mbox_update(struct maildrop *md)
 		    strerror(errno));
 	else
 		r = MD_OK;
-	if (r == MD_OK)
+	if (r == MD_OK) {
 		md->end = w;
+		mbox_index_drop(md);
+	}
 out:
 	free(rg);
 	delivery_unlock(md);

@@ -601,8 +601,10 @@ main(int argc, char *argv[])
 		return POP3D_EXIT_SYS;
 	}
 	maildrop_stat(&md, &n, &octets);
-	log_msg(LOG_INFO, "user=%s maildrop=%s messages=%zu octets=%llu",
-	    s.acct.name, md.path, n, (unsigned long long)octets);
+	log_msg(LOG_INFO, "user=%s maildrop=%s messages=%zu octets=%llu%s%s",
+	    s.acct.name, md.path, n, (unsigned long long)octets,
+	    md.source != NULL ? " table=" : "",
+	    md.source != NULL ? md.source : "");
 	io_reply(&io, "+OK %s's maildrop has %zu message%s (%llu octets)",
 	    s.acct.name, n, n == 1 ? "" : "s", (unsigned long long)octets);
 

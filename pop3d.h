@@ -222,7 +222,9 @@ struct maildrop {
 		uint64_t	 size;
 		struct timespec	 mtime, ctime;
 		int		 settled;	/* last written > 1 s before */
+		int		 indexed;	/* the table came from an index */
 	}		 seen;
+	const char	*source;	/* mbox: how the table was built (log) */
 	char		*names;		/* Maildir: "new/..." NUL-terminated */
 	size_t		 names_len, names_cap;
 	struct msg	*msgs;
@@ -255,6 +257,13 @@ void	maildrop_uidl(const struct maildrop *, size_t i, char *buf);
 struct msg *maildrop_append(struct maildrop *);
 /* Gives identical copies distinct dup numbers (call after the scan). */
 int	maildrop_dedup(struct maildrop *);
+/*
+ * The path of a file that pop3d keeps beside an mbox,
+ * "<dir>/.<mbox name>.pop3d-<what>", into buf, and its directory into dir.
+ * -1 when a path does not fit.
+ */
+int	maildrop_sidefile(const struct maildrop *, const char *what, char *buf,
+	    size_t n, char *dir, size_t dn);
 /* The POP3D_MAILBUF bytes that the stores and the journal share. */
 unsigned char	*maildrop_buf(void);
 /* Whether message i can still be sent (see maildrop_ops.check). */
@@ -274,6 +283,32 @@ extern const struct maildrop_ops maildir_ops;
  * 0, or -1 with errno (EINVAL: not an mbox; EIO: read failed).
  */
 int	mbox_scan(struct maildrop *, int fd, uint64_t size);
+/*
+ * A file unwritten for more than this many seconds when scanned is
+ * settled: any later write shows as a new mtime and ctime even on coarse
+ * file-system clocks, so RETR may skip re-reading (changed()) and the
+ * table may be indexed.  1; unit tests lower it.
+ */
+extern int mbox_settle;
+
+/*
+ * mboxindex.c: the message table of an mbox kept for the next session
+ * (".<mbox>.pop3d-index").  mbox_index_load fills md's empty table from
+ * the index of the opened file (md->id), and ix with the file's state when
+ * the index was written; -1 when there is none it can trust as well formed
+ * (then md's table is still empty).  Whether the file is still in that
+ * state is the caller's to judge.  mbox_index_save writes md's table, the
+ * file being in state st; quietly nothing when the directory does not
+ * allow it.  mbox_index_drop removes it.
+ */
+struct stat;
+struct mbox_index {
+	uint64_t	 size;
+	struct timespec	 mtime, ctime;
+};
+int	mbox_index_load(struct maildrop *, struct mbox_index *);
+void	mbox_index_save(const struct maildrop *, const struct stat *);
+void	mbox_index_drop(const struct maildrop *);
 
 /*
  * uidhash.c: the digest behind an mbox UIDL, SipHash-2-4 with 128-bit
