@@ -33,6 +33,12 @@
 
 #include "pop3d.h"
 
+/*
+ * What the scan puts in the table is also kept in the index between
+ * sessions: a change of its rules (digest, sizes, offsets) must change
+ * INDEX_MAGIC in mboxindex.c.
+ */
+
 /* The scan reads this much at a time; a longer line arrives in pieces. */
 #define SCAN_BUF	POP3D_MAILBUF
 

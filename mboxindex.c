@@ -30,6 +30,11 @@
 
 #include "pop3d.h"
 
+/*
+ * Change the magic whenever what a scan puts in struct msg changes (the
+ * digest, how sizes or offsets are counted), not only its layout: an
+ * index of the old rules would otherwise pass for a fresh one.
+ */
 #define INDEX_MAGIC	"pop3dIX1"
 #define INDEX_ORDER	0x01020304u
 
