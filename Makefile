@@ -16,8 +16,23 @@ HARDLD	= -pie -Wl,-z,relro,-z,now -Wl,-z,noexecstack
 SANFLAGS = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
 	  -fno-omit-frame-pointer
 
-DEPS_CFLAGS := $(shell $(PKG_CONFIG) --cflags libbsd-overlay libcrypt)
-DEPS_LIBS   := $(shell $(PKG_CONFIG) --libs libmd libbsd-overlay libcrypt)
+# libbsd (strlcpy, closefrom, ... where libc lacks them, as glibc does) and
+# libmd (MD5) come from pkg-config where it knows them; a BSD libc has the
+# functions itself (FreeBSD's MD5 wants LDLIBS=-lmd).  Their static
+# archives are linked where installed (Debian: in libbsd-dev and libmd-dev):
+# as shared libraries they cost every session ~90 KiB resident (HACKING.md,
+# "Memory").  libcrypt stays shared, so that libxcrypt's updates reach
+# pop3d without a rebuild.
+pc_if	= $(shell $(PKG_CONFIG) --exists $(1) && echo $(1))
+pc_a	= $(wildcard $(shell $(PKG_CONFIG) --variable=libdir $(1))/$(2))
+BSD_PC	:= $(call pc_if,libbsd-overlay)
+MD_PC	:= $(call pc_if,libmd)
+BSD_A	:= $(if $(BSD_PC),$(call pc_a,$(BSD_PC),libbsd.a))
+MD_A	:= $(if $(MD_PC),$(call pc_a,$(MD_PC),libmd.a))
+BSD_LIBS := $(or $(BSD_A),$(if $(BSD_PC),$(shell $(PKG_CONFIG) --libs $(BSD_PC))))
+MD_LIBS	:= $(or $(MD_A),$(if $(MD_PC),$(shell $(PKG_CONFIG) --libs $(MD_PC))))
+DEPS_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(BSD_PC) libcrypt)
+DEPS_LIBS   := $(BSD_LIBS) $(MD_LIBS) $(shell $(PKG_CONFIG) --libs libcrypt)
 CRIT_CFLAGS := $(shell $(PKG_CONFIG) --cflags criterion 2>/dev/null)
 CRIT_LIBS   := $(shell $(PKG_CONFIG) --libs criterion 2>/dev/null)
 
