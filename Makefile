@@ -22,7 +22,10 @@ SANFLAGS = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
 # archives are linked where installed (Debian: in libbsd-dev and libmd-dev):
 # as shared libraries they cost every session ~90 KiB resident (HACKING.md,
 # "Memory").  libcrypt stays shared, so that libxcrypt's updates reach
-# pop3d without a rebuild.
+# pop3d without a rebuild, and is not linked at all: auth.c loads it with
+# dlopen(3) in the credential check child, under the soname of the library
+# pkg-config points to (libcrypt.so.1 on Debian; pop3d.h has the default).
+# -ldl: dlopen is in libc from glibc 2.34 on, in libdl before.
 pc_if	= $(shell $(PKG_CONFIG) --exists $(1) && echo $(1))
 pc_a	= $(wildcard $(shell $(PKG_CONFIG) --variable=libdir $(1))/$(2))
 BSD_PC	:= $(call pc_if,libbsd-overlay)
@@ -31,8 +34,12 @@ BSD_A	:= $(if $(BSD_PC),$(call pc_a,$(BSD_PC),libbsd.a))
 MD_A	:= $(if $(MD_PC),$(call pc_a,$(MD_PC),libmd.a))
 BSD_LIBS := $(or $(BSD_A),$(if $(BSD_PC),$(shell $(PKG_CONFIG) --libs $(BSD_PC))))
 MD_LIBS	:= $(or $(MD_A),$(if $(MD_PC),$(shell $(PKG_CONFIG) --libs $(MD_PC))))
-DEPS_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(BSD_PC) libcrypt)
-DEPS_LIBS   := $(BSD_LIBS) $(MD_LIBS) $(shell $(PKG_CONFIG) --libs libcrypt)
+CRYPT_SO := $(shell readelf -d $(shell $(PKG_CONFIG) --variable=libdir \
+	    libcrypt)/libcrypt.so 2>/dev/null | \
+	    sed -n 's/.*(SONAME).*\[\(libcrypt\.so\.[0-9]*\)\]$$/\1/p')
+DEPS_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(BSD_PC) libcrypt) \
+	    $(if $(CRYPT_SO),-DPOP3D_LIBCRYPT='"$(CRYPT_SO)"')
+DEPS_LIBS   := $(BSD_LIBS) $(MD_LIBS) -ldl
 CRIT_CFLAGS := $(shell $(PKG_CONFIG) --cflags criterion 2>/dev/null)
 CRIT_LIBS   := $(shell $(PKG_CONFIG) --libs criterion 2>/dev/null)
 

@@ -11,6 +11,7 @@
 
 #include <crypt.h>
 #include <ctype.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <md5.h>
 #include <pwd.h>
@@ -145,6 +146,43 @@ parse_id(const char *s, unsigned long *v)
 }
 
 /*
+ * libxcrypt is loaded here, in the credential check child (check_apart()
+ * in pop3d.c), not linked: linked, it is mapped in the serving process too,
+ * ~80 KiB resident for the whole session in a process that never hashes
+ * (HACKING.md, "Memory").  The types still come from crypt.h, so the
+ * compiler checks every call.
+ */
+static __typeof__(&crypt_rn) xcrypt_rn;
+static __typeof__(&crypt_gensalt_rn) xcrypt_gensalt_rn;
+
+/* 0 when libcrypt is loaded; -1 (logged) when it cannot be. */
+static int
+crypt_load(void)
+{
+	void *h;
+
+	if (xcrypt_rn != NULL)
+		return 0;
+	if ((h = dlopen(POP3D_LIBCRYPT, RTLD_NOW | RTLD_LOCAL)) == NULL) {
+		log_msg(LOG_ERR, "cannot load %s: %s", POP3D_LIBCRYPT,
+		    dlerror());
+		return -1;
+	}
+	/* POSIX: dlsym's result converts to a function pointer. */
+	xcrypt_gensalt_rn = (__typeof__(xcrypt_gensalt_rn))dlsym(h,
+	    "crypt_gensalt_rn");
+	xcrypt_rn = (__typeof__(xcrypt_rn))dlsym(h, "crypt_rn");
+	if (xcrypt_rn == NULL || xcrypt_gensalt_rn == NULL) {
+		log_msg(LOG_ERR, "%s has no crypt_rn or crypt_gensalt_rn",
+		    POP3D_LIBCRYPT);
+		xcrypt_rn = NULL;
+		(void)dlclose(h);
+		return -1;
+	}
+	return 0;
+}
+
+/*
  * A hash to check unknown users against, so that they cost one crypt as a
  * known user does: a salt of the system's default method.
  */
@@ -154,7 +192,7 @@ dummy_hash(void)
 	static char salt[CRYPT_GENSALT_OUTPUT_SIZE];
 
 	if (salt[0] == '\0' &&
-	    crypt_gensalt_rn(NULL, 0, NULL, 0, salt, sizeof(salt)) == NULL)
+	    xcrypt_gensalt_rn(NULL, 0, NULL, 0, salt, sizeof(salt)) == NULL)
 		strlcpy(salt, "$6$pop3d.dummy.salt$", sizeof(salt));
 	return salt;
 }
@@ -196,7 +234,10 @@ dummy_for(const struct config *cfg, char *buf, size_t n)
 	return buf[0] != '\0' ? buf : dummy_hash();
 }
 
-/* 1 when pass matches hash; crypt_rn's work is done either way. */
+/*
+ * 1 when pass matches hash; crypt_rn's work is done either way.  Only after
+ * crypt_load().
+ */
 static int
 check_hash(const char *pass, const char *hash)
 {
@@ -206,7 +247,7 @@ check_hash(const char *pass, const char *hash)
 
 	if ((cd = calloc(1, sizeof(*cd))) == NULL)
 		return 0;
-	out = crypt_rn(pass, hash, cd, (int)sizeof(*cd));
+	out = xcrypt_rn(pass, hash, cd, (int)sizeof(*cd));
 	if (out != NULL && out[0] != '*' && strlen(out) == strlen(hash))
 		ok = same(out, hash, strlen(hash));
 	explicit_bzero(cd, sizeof(*cd));
@@ -494,6 +535,9 @@ auth_check(const struct config *cfg, const struct cred *c,
 	enum auth_result r = AUTH_FAIL;
 	int found, locked;
 
+	memset(acct, 0, sizeof(*acct));
+	if (crypt_load() == -1)
+		return AUTH_TEMP;
 	if (cfg->users_file != NULL)
 		found = file_lookup(cfg, c->user, acct, hash, sizeof(hash),
 		    secret, sizeof(secret), dummy, sizeof(dummy));

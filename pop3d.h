@@ -389,6 +389,15 @@ enum auth_result {
 	AUTH_TEMP		/* user database unreadable: [SYS/TEMP] */
 };
 
+/*
+ * The file auth.c loads libxcrypt from (the Makefile passes the soname of
+ * the library it finds: libcrypt.so.2 where the compatibility API is left
+ * out, as on Fedora).
+ */
+#ifndef POP3D_LIBCRYPT
+#define POP3D_LIBCRYPT	"libcrypt.so.1"
+#endif
+
 /* A user name may be used: 1..POP3D_MAX_ARG printable, no '/', no leading '.'. */
 int	auth_valid_name(const char *);
 /*
@@ -396,6 +405,9 @@ int	auth_valid_name(const char *);
  * system's users (getpwnam, getspnam; root needed for the shadow file).
  * On AUTH_OK fills acct, with the maildrop template expanded.  An unknown
  * user costs one crypt as a known one does.  Never logs the secret.
+ * Loads POP3D_LIBCRYPT into the calling process (AUTH_TEMP when it
+ * cannot), which is why pop3d calls it only in a child that exits after
+ * the check.
  */
 enum auth_result auth_check(const struct config *, const struct cred *,
 	    struct account *acct);

@@ -444,6 +444,25 @@ def name_service_modules_stay_out_of_the_session():
 
 
 @test
+def crypt_library_stays_out_of_the_session():
+    """libcrypt is loaded (dlopen) only in the short-lived credential check
+    child: the serving process never hashes, and a libcrypt mapped in it
+    would stay resident for the whole session (~80 KiB)."""
+    def crypt_maps(pid):
+        with open("/proc/%d/maps" % pid) as f:
+            return sorted({l.split()[-1] for l in f if "libcrypt" in l})
+    with Env() as env:
+        env.add_user("alice", "pw-alice")
+        env.write_mbox("alice", msgs(1))
+        p = env.start()
+        eq(crypt_maps(p.proc.pid), [], "libcrypt in the parent before PASS")
+        p.login("alice", "pw-alice")
+        eq(crypt_maps(p.proc.pid), [], "libcrypt in the session process")
+        eq(parse_stat(p.ok("STAT"))[0], 1, "STAT")
+        p.quit()
+
+
+@test
 def prelogin_child_jailed_while_waiting_for_pass():
     """While it waits for PASS, the pre-login process runs as the -u user
     (all four uids and gids, that one group, no capabilities) chrooted to
