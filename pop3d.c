@@ -325,9 +325,7 @@ authorize(const struct config *cfg, int jail,
     struct account *acct, struct io *io, int *status)
 {
 	struct pipes child, parent;
-	unsigned char pending[POP3D_INBUF];
 	int up[2], down[2], fails = 0;
-	size_t got;
 	pid_t pid;
 
 	if (pipe2(up, O_CLOEXEC) == -1 || pipe2(down, O_CLOEXEC) == -1) {
@@ -384,8 +382,15 @@ authorize(const struct config *cfg, int jail,
 			verdict = AUTH_FAIL;
 		if (verdict != AUTH_OK)
 			continue;
-		if (privsep_recv(parent.up, PRIV_HANDOFF, pending,
-		    sizeof(pending), &got) == -1) {
+		/*
+		 * Straight into the session's input buffer: a 16 KiB buffer of
+		 * its own in this frame (whose pages -fstack-clash-protection
+		 * probes) stayed resident for the whole session (HACKING.md,
+		 * "Memory").
+		 */
+		io_init(io, STDIN_FILENO, STDOUT_FILENO, cfg->timeout);
+		if (privsep_recv(parent.up, PRIV_HANDOFF, io->inbuf,
+		    sizeof(io->inbuf), &io->inlen) == -1) {
 			log_msg(LOG_ERR, "handoff from pre-login: %s",
 			    strerror(errno));
 			(void)reap(pid);
@@ -398,8 +403,6 @@ authorize(const struct config *cfg, int jail,
 			*status = POP3D_EXIT_SYS;
 			return 0;
 		}
-		io_init(io, STDIN_FILENO, STDOUT_FILENO, cfg->timeout);
-		(void)io_preload(io, pending, got);
 		return 1;
 	}
 }
