@@ -15,7 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
@@ -96,6 +95,29 @@ static const struct cmd cmds[] = {
 	{ "TOP",  ST_TRANS,		ARG_MSG_LINES,	cmd_top },
 	{ "UIDL", ST_TRANS,		ARG_OPTMSG,	cmd_uidl },
 };
+
+/*
+ * Whether the n bytes at s spell upper (upper case) in any case, ASCII
+ * only: RFC 1939 §3 keywords are case-insensitive.  Not strncasecmp(3):
+ * glibc's reads the locale's case tables, the only thing the session
+ * would touch in a 64 KiB stretch of libc's read-only data (HACKING.md,
+ * "Memory").  A shorter s differs at its NUL.
+ */
+static int
+keyword_eq(const char *s, const char *upper, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (c >= 'a' && c <= 'z')
+			c -= 'a' - 'A';
+		if (c != (unsigned char)upper[i])
+			return 0;
+	}
+	return 1;
+}
 
 int
 session_number(const char *s, uint64_t *n)
@@ -339,7 +361,7 @@ cmd_auth(struct session *s, const char *arg, uint64_t n, uint64_t k)
 	(void)n, (void)k;
 	resp = strchr(arg, ' ');
 	len = resp != NULL ? (size_t)(resp - arg) : strlen(arg);
-	if (len != 5 || strncasecmp(arg, "PLAIN", 5) != 0) {
+	if (len != 5 || !keyword_eq(arg, "PLAIN", 5)) {
 		io_reply(s->io, "-ERR unsupported SASL mechanism (CAPA lists "
 		    "them)");
 		return OUT_CONTINUE;
@@ -608,12 +630,14 @@ dispatch(struct session *s, char *line)
 	const struct cmd *c = NULL;
 	char *arg, *arg2 = NULL;
 	uint64_t n = 0, k = 0;
-	size_t i;
+	size_t i, len;
 
 	if ((arg = strchr(line, ' ')) != NULL)
 		*arg++ = '\0';
+	len = strlen(line);
 	for (i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
-		if (strcasecmp(line, cmds[i].name) == 0) {
+		if (strlen(cmds[i].name) == len &&
+		    keyword_eq(line, cmds[i].name, len)) {
 			c = &cmds[i];
 			break;
 		}
