@@ -22,7 +22,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
@@ -66,8 +65,8 @@ static int
 volatile_header(const unsigned char *p, size_t n)
 {
 	static const char *const names[] = {
-		"Status", "X-Status", "X-Keywords", "X-UID", "Content-Length",
-		"Lines"
+		"STATUS", "X-STATUS", "X-KEYWORDS", "X-UID", "CONTENT-LENGTH",
+		"LINES"
 	};
 	const unsigned char *colon;
 	size_t len, i;
@@ -82,11 +81,11 @@ volatile_header(const unsigned char *p, size_t n)
 	if ((colon = memchr(p, ':', n)) == NULL)
 		return 0;
 	len = (size_t)(colon - p);
-	if (len >= 6 && strncasecmp((const char *)p, "X-IMAP", 6) == 0)
+	if (len >= 6 && keyword_eq((const char *)p, "X-IMAP", 6))
 		return 1;
 	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
 		if (strlen(names[i]) == len &&
-		    strncasecmp((const char *)p, names[i], len) == 0)
+		    keyword_eq((const char *)p, names[i], len))
 			return 1;
 	return 0;
 }

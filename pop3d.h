@@ -274,6 +274,30 @@ enum md_status	maildrop_update(struct maildrop *);
 /* Releases locks and memory; safe on a zeroed or closed maildrop. */
 void	maildrop_close(struct maildrop *);
 
+/*
+ * Whether the n bytes at s spell upper (upper case) in any case, ASCII
+ * only: POP3 keywords (RFC 1939 §3) and mail header names are
+ * case-insensitive.  Not strncasecmp(3): glibc's reads the locale's case
+ * tables, the only thing a session would touch in a 64 KiB stretch of
+ * libc's read-only data (HACKING.md, "Memory").  A shorter s differs at
+ * its NUL.
+ */
+static inline int
+keyword_eq(const char *s, const char *upper, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (c >= 'a' && c <= 'z')
+			c -= 'a' - 'A';
+		if (c != (unsigned char)upper[i])
+			return 0;
+	}
+	return 1;
+}
+
 /* mbox.c */
 extern const struct maildrop_ops mbox_ops;
 /* maildir.c */

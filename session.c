@@ -96,29 +96,6 @@ static const struct cmd cmds[] = {
 	{ "UIDL", ST_TRANS,		ARG_OPTMSG,	cmd_uidl },
 };
 
-/*
- * Whether the n bytes at s spell upper (upper case) in any case, ASCII
- * only: RFC 1939 §3 keywords are case-insensitive.  Not strncasecmp(3):
- * glibc's reads the locale's case tables, the only thing the session
- * would touch in a 64 KiB stretch of libc's read-only data (HACKING.md,
- * "Memory").  A shorter s differs at its NUL.
- */
-static int
-keyword_eq(const char *s, const char *upper, size_t n)
-{
-	size_t i;
-
-	for (i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)s[i];
-
-		if (c >= 'a' && c <= 'z')
-			c -= 'a' - 'A';
-		if (c != (unsigned char)upper[i])
-			return 0;
-	}
-	return 1;
-}
-
 int
 session_number(const char *s, uint64_t *n)
 {
