@@ -92,7 +92,18 @@ $(O)/test_%: tests/unit/test_%.c $(O)/libpop3d.a | $(O)
 	$(CC) $(ALL_CFLAGS) $(CRIT_CFLAGS) -I. -o $@ $< $(O)/libpop3d.a \
 	    $(ALL_LDFLAGS) $(CRIT_LIBS) $(DEPS_LIBS)
 
-unit: $(UNITBIN)
+# The streaming writer's portable path (what builds without SSE2 run):
+# io.c again with -DPOP3D_NO_SSE2, linked ahead of the library, under the
+# same tests.
+$(O)/io-portable.o: io.c | $(O)
+	$(CC) $(ALL_CFLAGS) -DPOP3D_NO_SSE2 -c -o $@ io.c
+
+$(O)/test_io_portable: tests/unit/test_io.c $(O)/io-portable.o \
+    $(O)/libpop3d.a | $(O)
+	$(CC) $(ALL_CFLAGS) $(CRIT_CFLAGS) -I. -o $@ $< $(O)/io-portable.o \
+	    $(O)/libpop3d.a $(ALL_LDFLAGS) $(CRIT_LIBS) $(DEPS_LIBS)
+
+unit: $(UNITBIN) $(O)/test_io_portable
 
 # Every test, in three passes (tests/run): the hardened build, the same
 # under ASan + UBSan, and the end-to-end suite under valgrind.  One summary

@@ -22,6 +22,15 @@
 #include <time.h>
 #include <unistd.h>
 
+/*
+ * SSE2 is in every x86-64 CPU.  POP3D_NO_SSE2 builds the portable path
+ * instead, so that its tests run on x86 too (test_io_portable).
+ */
+#if defined(__SSE2__) && !defined(POP3D_NO_SSE2)
+#define IO_SSE2		1
+#include <emmintrin.h>
+#endif
+
 #include "pop3d.h"
 
 void
@@ -279,65 +288,176 @@ io_body_begin(struct io *io)
 }
 
 /*
+ * The writer converts straight into the output buffer and flushes it
+ * first when less than this is left.  Each part of a step checks its own
+ * room (a stuffed dot takes 1 byte, a block of body_blocks' stores 64, a
+ * line's end 2); the slack only keeps the steps from getting small.
+ */
+#define IO_BODY_SLACK	96
+
+#ifdef IO_SSE2
+#define LOAD16(q)	_mm_loadu_si128((const __m128i *)(const void *)(q))
+#define STORE16(q, v)	_mm_storeu_si128((__m128i *)(void *)(q), (v))
+#endif
+
+/*
+ * Copies the bytes of p (left of them) to o up to the first LF, at most
+ * room bytes, and returns how many it copied: p[result] is that LF when
+ * result < left and p[result] == '\n'.  With SSE2 (all x86-64) it goes 16
+ * bytes at a time, storing each block whole before looking at its LF mask,
+ * so it may write up to 15 bytes past the result (never past room);
+ * elsewhere memchr and memcpy.
+ */
+static inline size_t
+line_copy(unsigned char *o, const unsigned char *p, size_t left,
+    size_t room)
+{
+	size_t c = 0;
+#ifdef IO_SSE2
+	const __m128i nl = _mm_set1_epi8('\n');
+
+	while (left - c >= 16 && room - c >= 16) {
+		__m128i v = LOAD16(p + c);
+		unsigned m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, nl));
+
+		STORE16(o + c, v);
+		if (m != 0)
+			return c + (size_t)__builtin_ctz(m);
+		c += 16;
+	}
+	/* A chunk's last bytes: fewer than 16. */
+	while (c < left && c < room && p[c] != '\n') {
+		o[c] = p[c];
+		c++;
+	}
+#else
+	const unsigned char *lf;
+
+	c = left < room ? left : room;
+	if ((lf = memchr(p, '\n', c)) != NULL)
+		c = (size_t)(lf - p);
+	memcpy(o, p, c);
+#endif
+	return c;
+}
+
+#ifdef IO_SSE2
+/*
+ * The bulk of a message, in 32-byte blocks from p + i, for as long as 64
+ * bytes of input (the stores read up to p + i + 63) and 64 of output room
+ * (they write up to o + 63) are left and a block holds at most one LF, not
+ * followed by a dot; anything else goes back to the line by line step.
+ * Lines vary in length, so a loop that stops where the LF is mispredicts
+ * about once a line; here nothing branches on the LF's place: the block
+ * is stored, a CR at the LF's offset j (when the LF has no CR before it),
+ * and the block's bytes from the LF on are stored again one further
+ * (j = 32 and no CR when there is no LF: the extra stores land where the
+ * next block goes).  The dot check looks one byte past each LF, into the
+ * next block if need be, so a line starting in a later block has been
+ * checked already.  i must be > 0 (p[i - 1] is read) and p + i not at a
+ * line start whose dot is unchecked.  Returns the new i; *op moves.
+ */
+static size_t
+body_blocks(const unsigned char *p, size_t i, size_t n, unsigned char **op,
+    const unsigned char *end)
+{
+	const __m128i nl = _mm_set1_epi8('\n');
+	unsigned char *o = *op;
+
+	while (n - i >= 64 && end - o >= 64) {
+		__m128i v0 = LOAD16(p + i), v1 = LOAD16(p + i + 16);
+		uint64_t m = (uint64_t)(unsigned)_mm_movemask_epi8(
+		    _mm_cmpeq_epi8(v0, nl)) |
+		    (uint64_t)(unsigned)_mm_movemask_epi8(
+		    _mm_cmpeq_epi8(v1, nl)) << 16;
+		size_t j = (size_t)__builtin_ctzll(m | 1ULL << 32);
+		size_t lf = m != 0;
+		size_t ins = lf & (p[i + j - 1] != '\r');
+
+		if (((m & (m - 1)) | (lf & (p[i + j + 1] == '.'))) != 0)
+			break;
+		STORE16(o, v0);
+		STORE16(o + 16, v1);
+		o[j] = '\r';
+		STORE16(o + j + ins, LOAD16(p + i + j));
+		STORE16(o + j + ins + 16, LOAD16(p + i + j + 16));
+		o += 32 + ins;
+		i += 32;
+	}
+	*op = o;
+	return i;
+}
+#endif
+
+/*
  * The conversion is the one mbox_octets counts: each LF, with one CR just
- * before it dropped, becomes CRLF; other CRs pass through.
+ * before it dropped, becomes CRLF; other CRs pass through.  A CR is sent
+ * as it comes, and the LF after it then adds only the LF (io->cr tells
+ * whether the last chunk ended in a CR).  A step is the dot check at a
+ * line start, then (whole messages, with SSE2) body_blocks, then one line,
+ * or as much of it as fits.  The state lives in locals during the loop:
+ * stores into the buffer could alias io's fields, and the compiler would
+ * reload them after each one.
  */
 size_t
 io_body_write(struct io *io, const unsigned char *p, size_t n,
     long long *lines)
 {
-	size_t i = 0;
+	unsigned char *const base = io->outbuf;
+	unsigned char *const end = base + sizeof(io->outbuf);
+	unsigned char *o = base + io->outlen;
+	int bol = io->bol;
+	size_t i = 0, k;
 
 	if (lines != NULL && *lines == 0)
 		return 0;
 	while (i < n) {
-		if (io->bol && p[i] == '.')
-			io_put(io, ".", 1);	/* RFC 1939 §3 byte-stuffing */
-		io->bol = 0;
+		if (end - o < IO_BODY_SLACK) {
+			io->outlen = (size_t)(o - base);
+			(void)io_flush(io);	/* an error is sticky */
+			o = base + io->outlen;
+		}
+		if (bol) {
+			*o = '.';		/* RFC 1939 §3 byte-stuffing */
+			o += p[i] == '.';
+			bol = 0;
+		}
+#ifdef IO_SSE2
+		if (i > 0 && lines == NULL)
+			i = body_blocks(p, i, n, &o, end);
+#endif
+		/* Room for the line, less its CRLF. */
+		k = line_copy(o, p + i, n - i, (size_t)(end - o) - 2);
+		o += k;
+		i += k;
+		if (i < n && p[i] == '\n') {
+			int cr = i > 0 ? p[i - 1] == '\r' : io->cr;
 
-		const unsigned char *lf = memchr(p + i, '\n', n - i);
-		size_t stop = lf != NULL ? (size_t)(lf - p) : n;
-		size_t run = stop - i;
-
-		if (lf != NULL && !io->cr &&
-		    sizeof(io->outbuf) - io->outlen >= run + 2) {
-			/* The common case, a whole line that fits: one copy. */
-			size_t k = run - (run > 0 && p[stop - 1] == '\r');
-
-			memcpy(io->outbuf + io->outlen, p + i, k);
-			memcpy(io->outbuf + io->outlen + k, "\r\n", 2);
-			io->outlen += k + 2;
-			io->bol = 1;
-			i = stop + 1;
+			/* After a CR that went out already, only the LF. */
+			o[0] = cr ? '\n' : '\r';
+			o[1] = '\n';
+			o += 2 - cr;
+			i++;
+			bol = 1;
 			if (lines != NULL && *lines > 0 && --*lines == 0)
 				break;
-			continue;
 		}
-		if (run > 0) {
-			/* A CR held back from the last chunk was not a CRLF. */
-			if (io->cr)
-				io_put(io, "\r", 1);
-			io->cr = p[stop - 1] == '\r';
-			io_put(io, p + i, run - (size_t)io->cr);
-		}
-		i = stop;
-		if (lf == NULL)
-			break;
-		io_put(io, "\r\n", 2);
-		io->cr = 0;
-		io->bol = 1;
-		i++;
-		if (lines != NULL && *lines > 0 && --*lines == 0)
-			break;
 	}
+	io->outlen = (size_t)(o - base);
+	io->bol = bol;
+	if (i > 0)
+		io->cr = p[i - 1] == '\r';
 	return i;
 }
 
 void
 io_body_end(struct io *io)
 {
-	if (!io->bol)
-		io_put(io, "\r\n", 2);	/* a last line had no newline */
+	/* A last line had no newline; a CR ending it is already out. */
+	if (!io->bol && io->cr)
+		io_put(io, "\n", 1);
+	else if (!io->bol)
+		io_put(io, "\r\n", 2);
 	io->bol = 1;
 	io->cr = 0;
 	io_put(io, ".\r\n", 3);

@@ -104,7 +104,7 @@ struct io {
 	int		 err;		/* sticky: a write failed */
 	/* streaming writer state (io_body_*) */
 	int		 bol;		/* at the start of a line */
-	int		 cr;		/* a CR is held back */
+	int		 cr;		/* the last byte sent was a stored CR */
 	unsigned char	 inbuf[POP3D_INBUF];
 	unsigned char	 outbuf[POP3D_OUTBUF];
 };
@@ -150,11 +150,13 @@ int	io_flush(struct io *);
 /*
  * The streaming writer for a stored message.  io_body_begin resets the line
  * state; io_body_write converts a chunk of stored bytes: LF and CRLF become
- * CRLF, a line starting with '.' is stuffed.  When *lines is not negative it
- * counts down completed lines and the writer stops once it reaches 0,
- * returning the number of input bytes consumed.  io_body_end closes a last
- * line that had no newline with CRLF and sends the terminating ".".
- * The octets this sends (before stuffing) are what mbox_octets counts.
+ * CRLF, a line starting with '.' is stuffed.  lines is NULL for a whole
+ * message (RETR: only then does the SSE2 block path run); when *lines is
+ * not negative it counts down completed lines and the writer stops once it
+ * reaches 0, returning the number of input bytes consumed (else all n).
+ * io_body_end closes a last line that had no newline with CRLF and sends
+ * the terminating ".".  The octets this sends (before stuffing) are what
+ * mbox_octets counts.
  */
 void	io_body_begin(struct io *);
 size_t	io_body_write(struct io *, const unsigned char *, size_t,

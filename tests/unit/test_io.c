@@ -622,6 +622,235 @@ Test(body, begin_resets_state)
 	close(fd);
 }
 
+/*
+ * Model checks against the reference (ref_body in unit.h, which shares no
+ * code with io.c).  RETR calls the writer without a line limit, and only
+ * then does it take the block path (io.c body_blocks: 32-byte blocks, at
+ * least 64 bytes left in the chunk, not at a chunk's first line); these
+ * tests put every kind of line end, bare CRs and dots at every offset of
+ * such blocks and cut the input at every kind of place.
+ */
+
+/*
+ * Runs the writer over in as RETR does (lines NULL) or with a line limit
+ * that never ends (*lines < 0), cut into pieces of the sizes in cuts,
+ * cycled (ncuts 0: one piece).  Each piece is passed in a buffer of its
+ * own, as the stores' reads deliver them: the byte before it is a lie (a
+ * CR where the text has none and the other way round), and the
+ * allocation ends where the piece does (for ASan).  The output must stay
+ * in io's buffer (the inputs are far below POP3D_OUTBUF / 2); it is
+ * appended to out.
+ */
+static void
+body_cuts(struct io *io, const unsigned char *in, size_t n,
+    const size_t *cuts, size_t ncuts, long long *lines, struct buf *out)
+{
+	size_t off = 0, c = 0;
+
+	io->outlen = 0;
+	io_body_begin(io);
+	while (off < n) {
+		size_t len = ncuts > 0 ? cuts[c++ % ncuts] : n;
+		unsigned char *piece;
+
+		if (len > n - off)
+			len = n - off;
+		cr_assert_not_null(piece = malloc(len + 1));
+		piece[0] = off > 0 && in[off - 1] == '\r' ? 'x' : '\r';
+		memcpy(piece + 1, in + off, len);
+		cr_assert_eq(io_body_write(io, piece + 1, len, lines), len);
+		free(piece);
+		off += len;
+	}
+	io_body_end(io);
+	cr_assert_eq(io->err, 0, "the writer flushed");
+	buf_add(out, io->outbuf, io->outlen);
+}
+
+static void
+body_check(struct io *io, const unsigned char *in, size_t n,
+    const size_t *cuts, size_t ncuts, long long *lines, const char *what)
+{
+	struct buf got = { 0 }, exp = { 0 };
+
+	ref_body(in, n, &exp);
+	body_cuts(io, in, n, cuts, ncuts, lines, &got);
+	assert_bytes(got.p, got.len, exp.p, exp.len, what);
+	buf_free(&got);
+	buf_free(&exp);
+}
+
+/* Text to put the special bytes into: one long line, LF lines, CRLF lines. */
+static void
+body_background(int kind, size_t n, struct buf *b)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)('a' + i % 26);
+
+		if (kind == 1 && i % 40 == 39)
+			c = '\n';
+		else if (kind == 2 && i % 50 == 48)
+			c = '\r';
+		else if (kind == 2 && i % 50 == 49)
+			c = '\n';
+		buf_addc(b, c, 1);
+	}
+}
+
+Test(body, special_bytes_at_every_offset, .timeout = 300)
+{
+	static const char *const specials[] = {
+		"\n", "\r\n", "\r", ".", "\n.", "\r\n.", "\n\n", "\n\r\n",
+		"\r\r\n", "\n..", "\n.\n", "\n.\r\n", "\r\n\r\n", "\n\r",
+		"\r\n\r", "\n\n\n\n", "x\nx\nx\n",
+	};
+	/* 0: one piece; the rest cut the blocks at every kind of place. */
+	static const size_t cuts[] = { 0, 1, 7, 16, 31, 32, 33, 63, 64, 65,
+	    100 };
+	struct io *io = io_auto(-1, -1, 5);
+	int kind;
+
+	for (kind = 0; kind < 3; kind++) {
+		struct buf bg = { 0 };
+		size_t s, pos, c;
+
+		body_background(kind, 300, &bg);
+		for (s = 0; s < sizeof(specials) / sizeof(specials[0]); s++)
+			for (pos = 0; pos <= 200; pos++) {
+				struct buf in = { 0 };
+				char what[96];
+
+				buf_add(&in, bg.p, pos);
+				buf_adds(&in, specials[s]);
+				buf_add(&in, bg.p + pos, bg.len - pos);
+				for (c = 0; c < sizeof(cuts) / sizeof(cuts[0]);
+				    c++) {
+					snprintf(what, sizeof(what), "text %d, "
+					    "special %zu at %zu, cut %zu", kind,
+					    s, pos, cuts[c]);
+					body_check(io, in.p, in.len, &cuts[c],
+					    cuts[c] > 0, NULL, what);
+				}
+				buf_free(&in);
+			}
+		buf_free(&bg);
+	}
+}
+
+/*
+ * Random bytes with LFs as dense as in short lines or as sparse as in long
+ * ones, CRs, dots, NULs and 8-bit bytes, cut at random places.  With and
+ * without a (never reached) line limit: two paths through the writer.
+ */
+Test(body, random_against_reference, .timeout = 300)
+{
+	struct io *io = io_auto(-1, -1, 5);
+	uint64_t seed = 0x706f70336452ULL;
+	int iter;
+
+	for (iter = 0; iter < 6000; iter++) {
+		struct buf in = { 0 };
+		size_t len = rnd_upto(&seed, 1500), linelen, i, ncuts;
+		size_t cuts[4];
+		long long lines = -1;
+		char what[64];
+
+		/* Average line length 1..120. */
+		linelen = 1 + rnd_upto(&seed, 120);
+		for (i = 0; i < len; i++) {
+			size_t r = rnd_upto(&seed, 1000);
+			unsigned char c;
+
+			if (rnd_upto(&seed, linelen) == 0)
+				c = '\n';
+			else if (r < 40)
+				c = '\r';
+			else if (r < 100)
+				c = '.';
+			else if (r < 110)
+				c = r < 105 ? 0 : 0xff;
+			else
+				c = (unsigned char)('A' + r % 26);
+			buf_addc(&in, c, 1);
+		}
+		ncuts = rnd_upto(&seed, 5);
+		for (i = 0; i < ncuts; i++)
+			cuts[i] = 1 + rnd_upto(&seed, rnd_upto(&seed, 2) ?
+			    8 : 300);
+		snprintf(what, sizeof(what), "random input %d", iter);
+		body_check(io, in.p, in.len, cuts, ncuts,
+		    iter % 2 ? &lines : NULL, what);
+		buf_free(&in);
+	}
+}
+
+/*
+ * The output buffer fills at every offset of a body: the writer flushes
+ * before a step could overrun it, and the conversion carries on.  Short
+ * lines with dots and CRs (the line by line step), and long plain lines
+ * (the block path, running across the buffer's end).
+ */
+static void
+body_after_fill(const struct buf *in)
+{
+	struct buf exp = { 0 };
+	size_t fill;
+
+	ref_body(in->p, in->len, &exp);
+	for (fill = POP3D_OUTBUF - 2 * in->len; fill <= POP3D_OUTBUF;
+	    fill++) {
+		struct buf got = { 0 };
+		int fd = tmpfd();
+		struct io *io = io_auto(-1, fd, 5);
+		const unsigned char *q;
+		char what[64];
+
+		buf_addc(&got, 'F', fill);
+		io_put(io, got.p, fill);
+		io_body_begin(io);
+		cr_assert_eq(io_body_write(io, in->p, in->len, NULL),
+		    in->len);
+		io_body_end(io);
+		cr_assert_eq(io_flush(io), 0);
+		/* What ASan cannot see: the struct's padding (calloc'ed). */
+		for (q = io->outbuf + sizeof(io->outbuf);
+		    q < (const unsigned char *)io + sizeof(*io); q++)
+			cr_assert_eq(*q, 0, "wrote past the output buffer");
+		got.len = 0;
+		fd_slurp(fd, &got);
+		close(fd);
+		unit_release(io);
+		snprintf(what, sizeof(what), "body after %zu bytes", fill);
+		cr_assert_geq(got.len, fill);
+		assert_bytes(got.p + fill, got.len - fill, exp.p, exp.len,
+		    what);
+		buf_free(&got);
+	}
+	buf_free(&exp);
+}
+
+Test(body, output_buffer_full_at_every_offset, .timeout = 120)
+{
+	struct buf in = { 0 };
+	size_t i;
+
+	for (i = 0; i < 12; i++) {
+		buf_adds(&in, "A line of text that is long enough to need blocks");
+		buf_adds(&in, i % 3 == 0 ? "\r\n" : "\n");
+		buf_adds(&in, i % 4 == 1 ? ".dot\n" : "\rcr\n");
+	}
+	body_after_fill(&in);
+	in.len = 0;
+	for (i = 0; i < 12; i++) {
+		buf_addc(&in, (unsigned char)('a' + i), 70 + i);
+		buf_adds(&in, i % 5 == 0 ? "\r\n" : "\n");
+	}
+	body_after_fill(&in);
+	buf_free(&in);
+}
+
 /* The line limit (TOP) */
 
 Test(lines, stops_after_k_lines)
@@ -706,6 +935,49 @@ Test(lines, byte_at_a_time)
 	cr_assert_eq(left, 0);
 	assert_buf_str(&out, "a\r\n..b\r\nc\r\n.\r\n", "byte at a time");
 	buf_free(&out);
+}
+
+/*
+ * TOP's line limit over random bodies, cut at random places: the bytes
+ * consumed end at the kth LF, and what is sent is the reference of them.
+ */
+Test(lines, random_against_reference, .timeout = 120)
+{
+	uint64_t seed = 0x544f50ULL;
+	int iter;
+
+	for (iter = 0; iter < 400; iter++) {
+		struct buf in = { 0 }, out = { 0 }, exp = { 0 };
+		size_t len = rnd_upto(&seed, 600), i, end = 0, used;
+		size_t chunk = rnd_upto(&seed, 3) == 0 ? 0 :
+		    1 + rnd_upto(&seed, 100);
+		long long k = (long long)rnd_upto(&seed, 12), seen = 0, left;
+		char what[64];
+
+		for (i = 0; i < len; i++) {
+			size_t r = rnd_upto(&seed, 100);
+
+			buf_addc(&in, r < 6 ? '\n' : r < 10 ? '\r' : r < 15 ?
+			    '.' : (unsigned char)('a' + r % 26), 1);
+		}
+		for (i = 0; i < in.len && seen < k; i++)
+			if (in.p[i] == '\n') {
+				seen++;
+				end = i + 1;
+			}
+		if (seen < k)
+			end = in.len;
+		used = body_run(in.p, in.len, chunk, k, &left, &out);
+		snprintf(what, sizeof(what), "input %d, %lld lines", iter, k);
+		cr_assert_eq(used, end, "%s: consumed %zu, expected %zu", what,
+		    used, end);
+		cr_assert_eq(left, k - seen, "%s: %lld left", what, left);
+		ref_body(in.p, end, &exp);
+		assert_bytes(out.p, out.len, exp.p, exp.len, what);
+		buf_free(&in);
+		buf_free(&out);
+		buf_free(&exp);
+	}
 }
 
 /* Large output through a socket, read concurrently. */
