@@ -46,7 +46,6 @@
 
 /* The session lock; its leading '.' keeps it out of every listing. */
 #define MAILDIR_LOCK	".pop3d.lock"
-/* Counting and RETR move data through this buffer. */
 /* msg.data: msg.len and msg.hdrlen have been counted. */
 #define MAILDIR_HDRLEN	0x01
 /* Bytes of "new/" or "cur/" before a name in md->names. */

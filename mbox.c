@@ -638,6 +638,19 @@ same_message(struct maildrop *md, size_t i, unsigned char *buf)
 	return same;
 }
 
+/* Whether a "From " line starts at off, at the start of a line. */
+static int
+envelope_at(struct maildrop *md, uint64_t off)
+{
+	unsigned char b[6];
+
+	if (off == 0)
+		return pread(md->fd, b + 1, 5, 0) == 5 &&
+		    memcmp(b + 1, "From ", 5) == 0;
+	return pread(md->fd, b, 6, (off_t)off - 1) == 6 &&
+	    memcmp(b, "\nFrom ", 6) == 0;
+}
+
 int mbox_settle = 1;
 
 static int
@@ -681,13 +694,8 @@ appended(struct maildrop *md, uint64_t old)
 		start = old + 2;
 	else
 		return 0;
-	if (last->off == 0) {
-		if (pread(md->fd, b, 5, 0) != 5 || memcmp(b, "From ", 5) != 0)
-			return 0;
-	} else if (pread(md->fd, b, 6, (off_t)last->off - 1) != 6 ||
-	    memcmp(b, "\nFrom ", 6) != 0)
-		return 0;
-	return same_message(md, md->count - 1, maildrop_buf()) ? start : 0;
+	return envelope_at(md, last->off) &&
+	    same_message(md, md->count - 1, maildrop_buf()) ? start : 0;
 }
 
 enum table_source { SCANNED, INDEXED, APPENDED };
@@ -872,8 +880,8 @@ mbox_send(struct maildrop *md, struct io *io, size_t i, long long lines)
  * we opened (not one renamed over it, nor none: UPDATE must act on the
  * file that readers and delivery see; RETR reads through our descriptor,
  * whose bytes stay the scanned ones, and spares the lookup); the file is
- * no shorter than the part the
- * table covers, each message in [first, last] has its "From " line where
+ * no shorter than the part the table covers, each message in
+ * [first, last] has its "From " line where
  * it was, at the start of a line, and those whose flags have bits of mask
  * (all when mask is 0) are the same messages: an expunge can leave a
  * "From " line at every old offset (equal-sized messages, the same size
@@ -899,21 +907,11 @@ changed(struct maildrop *md, size_t first, size_t last, uint32_t mask,
 	 */
 	if (md->seen.settled && !(path && md->seen.indexed) &&
 	    (uint64_t)st.st_size == md->seen.size &&
-	    st.st_mtim.tv_sec == md->seen.mtime.tv_sec &&
-	    st.st_mtim.tv_nsec == md->seen.mtime.tv_nsec &&
-	    st.st_ctim.tv_sec == md->seen.ctime.tv_sec &&
-	    st.st_ctim.tv_nsec == md->seen.ctime.tv_nsec)
+	    same_time(&st.st_mtim, &md->seen.mtime) &&
+	    same_time(&st.st_ctim, &md->seen.ctime))
 		return 0;
 	for (i = first; i <= last && i < md->count; i++) {
-		unsigned char b[6];
-		uint64_t off = md->msgs[i].off;
-
-		if (off == 0) {
-			if (pread(md->fd, b + 1, 5, 0) != 5 ||
-			    memcmp(b + 1, "From ", 5) != 0)
-				goto stale;
-		} else if (pread(md->fd, b, 6, (off_t)off - 1) != 6 ||
-		    memcmp(b, "\nFrom ", 6) != 0)
+		if (!envelope_at(md, md->msgs[i].off))
 			goto stale;
 		if (mask != 0 && !(md->msgs[i].flags & mask))
 			continue;

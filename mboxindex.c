@@ -21,7 +21,6 @@
  */
 #include <sys/stat.h>
 
-#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,45 +74,10 @@ index_path(const struct maildrop *md, char *path, size_t n)
 	return maildrop_sidefile(md, "index", path, n, dir, sizeof(dir));
 }
 
-static int
-read_all(int fd, void *buf, size_t n)
-{
-	unsigned char *p = buf;
-
-	while (n > 0) {
-		ssize_t r = read(fd, p, n);
-
-		if (r == -1 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			return -1;
-		p += r;
-		n -= (size_t)r;
-	}
-	return 0;
-}
-
-static int
-write_all(int fd, const void *buf, size_t n)
-{
-	const unsigned char *p = buf;
-
-	while (n > 0) {
-		ssize_t r = write(fd, p, n);
-
-		if (r == -1 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			return -1;
-		p += r;
-		n -= (size_t)r;
-	}
-	return 0;
-}
-
 /*
  * Offsets that an mbox scan can give: in file order, each message's
- * envelope, header and body inside the file and before the next one.  A
+ * envelope, header and body inside the file and before the next one
+ * (off < data <= next message's off, so the offsets ascend).  A
  * checksum only proves that pop3d wrote the index; this proves that what
  * it wrote can steer no read or write outside the file.
  */
@@ -129,8 +93,7 @@ plausible(const struct msg *m, size_t n, uint64_t size)
 
 		if (m[i].data <= m[i].off || m[i].data > next ||
 		    m[i].len > next - m[i].data || m[i].hdrlen > m[i].len ||
-		    m[i].size < m[i].len || m[i].flags != 0 ||
-		    (i + 1 < n && next <= m[i].off))
+		    m[i].size < m[i].len || m[i].flags != 0)
 			return 0;
 	}
 	return 1;
@@ -153,7 +116,7 @@ mbox_index_load(struct maildrop *md, struct mbox_index *ix)
 	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode) ||
 	    st.st_uid != geteuid() || (st.st_mode & (S_IWGRP | S_IWOTH)) ||
 	    st.st_nlink != 1 || (uint64_t)st.st_size < sizeof(h) ||
-	    read_all(fd, &h, sizeof(h)) == -1)
+	    fd_read_all(fd, &h, sizeof(h)) == -1)
 		goto bad;
 	if (memcmp(h.magic, INDEX_MAGIC, sizeof(h.magic)) != 0 ||
 	    h.order != INDEX_ORDER || h.msgsize != sizeof(struct msg) ||
@@ -162,7 +125,7 @@ mbox_index_load(struct maildrop *md, struct mbox_index *ix)
 	    (uint64_t)st.st_size != sizeof(h) + h.count * sizeof(*m))
 		goto bad;
 	if ((m = reallocarray(NULL, (size_t)h.count, sizeof(*m))) == NULL ||
-	    read_all(fd, m, (size_t)h.count * sizeof(*m)) == -1)
+	    fd_read_all(fd, m, (size_t)h.count * sizeof(*m)) == -1)
 		goto bad;
 	checksum(&h, m, (size_t)h.count, sum);
 	if (memcmp(sum, h.sum, sizeof(sum)) != 0 ||
@@ -214,8 +177,8 @@ mbox_index_save(const struct maildrop *md, const struct stat *st)
 	    O_CLOEXEC, 0600);
 	if (fd == -1)
 		return;		/* no writable place: no index, no harm */
-	if (write_all(fd, &h, sizeof(h)) == -1 ||
-	    write_all(fd, md->msgs, md->count * sizeof(*md->msgs)) == -1) {
+	if (fd_write_all(fd, &h, sizeof(h)) == -1 ||
+	    fd_write_all(fd, md->msgs, md->count * sizeof(*md->msgs)) == -1) {
 		(void)close(fd);
 		(void)unlink(tmp);
 	} else if (close(fd) == -1 || rename(tmp, path) == -1)

@@ -470,6 +470,13 @@ enum priv_msg {
 	PRIV_VERDICT,		/* parent to child: uint32_t auth_result */
 	PRIV_HANDOFF		/* child to parent: bytes read but not used */
 };
+/*
+ * All n bytes to or from fd, retrying after EINTR and short counts: 0, or
+ * -1 with errno (EPIPE: end of file before n bytes).  privsep.c's frames
+ * and the mbox index (mboxindex.c) go through them.
+ */
+int	fd_write_all(int fd, const void *, size_t n);
+int	fd_read_all(int fd, void *, size_t n);
 /* Sends one message; 0 or -1 with errno. */
 int	privsep_send(int fd, uint32_t type, const void *, size_t);
 /*

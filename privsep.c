@@ -18,8 +18,8 @@ struct frame {
 	uint32_t	len;
 };
 
-static int
-write_all(int fd, const void *p, size_t n)
+int
+fd_write_all(int fd, const void *p, size_t n)
 {
 	const unsigned char *s = p;
 
@@ -37,8 +37,8 @@ write_all(int fd, const void *p, size_t n)
 	return 0;
 }
 
-static int
-read_all(int fd, void *p, size_t n)
+int
+fd_read_all(int fd, void *p, size_t n)
 {
 	unsigned char *d = p;
 
@@ -67,7 +67,7 @@ privsep_send(int fd, uint32_t type, const void *p, size_t n)
 		errno = EMSGSIZE;
 		return -1;
 	}
-	if (write_all(fd, &f, sizeof(f)) == -1 || write_all(fd, p, n) == -1)
+	if (fd_write_all(fd, &f, sizeof(f)) == -1 || fd_write_all(fd, p, n) == -1)
 		return -1;
 	return 0;
 }
@@ -77,14 +77,14 @@ privsep_recv(int fd, uint32_t type, void *p, size_t len, size_t *got)
 {
 	struct frame f;
 
-	if (read_all(fd, &f, sizeof(f)) == -1)
+	if (fd_read_all(fd, &f, sizeof(f)) == -1)
 		return -1;
 	if (f.type != type || f.len > len ||
 	    (type != PRIV_HANDOFF && f.len != len)) {
 		errno = EPROTO;
 		return -1;
 	}
-	if (read_all(fd, p, f.len) == -1)
+	if (fd_read_all(fd, p, f.len) == -1)
 		return -1;
 	if (got != NULL)
 		*got = f.len;

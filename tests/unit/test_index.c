@@ -277,6 +277,18 @@ copy_file(const char *from, const char *to)
 	buf_free(&b);
 }
 
+/* A copy of md with its own copy of the table, for forging an index. */
+static struct maildrop
+forgery(const struct maildrop *md)
+{
+	struct maildrop fake = *md;
+
+	fake.msgs = calloc(md->count, sizeof(*md->msgs));
+	cr_assert_not_null(fake.msgs);
+	memcpy(fake.msgs, md->msgs, md->count * sizeof(*md->msgs));
+	return fake;
+}
+
 static void
 flip(const char *path, off_t at)
 {
@@ -291,7 +303,8 @@ flip(const char *path, off_t at)
 }
 
 /*
- * Indexes that must not be believed: damaged, of another file, or not
+ * Indexes that must not be believed: damaged (flipped bytes, cut short,
+ * longer, empty, garbage), of another file, or not
  * above suspicion as a file.  Each case starts from a good index (the
  * session before the damage must read it) and must end in a scan.
  */
@@ -333,7 +346,7 @@ Test(index, untrustworthy_index_is_ignored)
 	expect_source(other, "scan", "the other mbox");
 	cr_assert(exists(otherix));
 
-	for (kase = 0; kase < (int)nflips + 7; kase++) {
+	for (kase = 0; kase < (int)nflips + 9; kase++) {
 		copy_file(good, f.ix);
 		expect_source(f.path, "index", "the good index");
 		if (kase < (int)nflips)
@@ -363,6 +376,23 @@ Test(index, untrustworthy_index_is_ignored)
 			if (geteuid() != 0)
 				continue;
 			cr_assert(chown(f.ix, 65534, 65534) == 0);
+			break;
+		case 7:		/* empty */
+			cr_assert(truncate(f.ix, 0) == 0);
+			break;
+		case 8:		/* garbage of the right size, NULs and all */
+			{
+				unsigned char *g = malloc((size_t)st.st_size);
+				uint64_t s = 4242;
+				off_t k;
+
+				cr_assert_not_null(g);
+				for (k = 0; k < st.st_size; k++)
+					g[k] = (unsigned char)rnd(&s);
+				g[0] = '\0';
+				file_write(f.ix, g, (size_t)st.st_size, 0600);
+				free(g);
+			}
 			break;
 		}
 		{
@@ -409,10 +439,7 @@ Test(index, implausible_offsets_are_refused)
 	for (kase = 0; kase < 11; kase++) {
 		cr_assert_str_eq(open_check(f.path, &md), "index");
 		cr_assert(fstat(md.fd, &st) == 0);
-		fake = md;
-		fake.msgs = calloc(md.count, sizeof(*md.msgs));
-		cr_assert_not_null(fake.msgs);
-		memcpy(fake.msgs, md.msgs, md.count * sizeof(*md.msgs));
+		fake = forgery(&md);
 		switch (kase) {
 		case 0: fake.msgs[0].off = 1; break;
 		case 1: fake.msgs[2].data = fake.msgs[2].off; break;
@@ -556,10 +583,7 @@ Test(index, update_checks_even_a_fresh_index)
 	expect_source(f.path, "scan", "first");
 	cr_assert_str_eq(open_check(f.path, &md), "index");
 	cr_assert(fstat(md.fd, &st) == 0);
-	fake = md;
-	fake.msgs = calloc(md.count, sizeof(*md.msgs));
-	cr_assert_not_null(fake.msgs);
-	memcpy(fake.msgs, md.msgs, md.count * sizeof(*md.msgs));
+	fake = forgery(&md);
 	memcpy(u, fake.msgs[1].uid, 16);
 	memcpy(fake.msgs[1].uid, fake.msgs[2].uid, 16);
 	memcpy(fake.msgs[2].uid, u, 16);

@@ -353,6 +353,44 @@ Test(update, uidls_survive)
 	upd_free(&u);
 }
 
+/*
+ * A mail reader added a header to a kept message during the session: the
+ * deleted message is still itself at its offset, but every message behind
+ * the changed one moved.  UPDATE checks only the deleted messages'
+ * digests, so what must stop it is the "From " line of each kept message,
+ * which is no longer at its offset; else it would compact by stale
+ * offsets and cut messages apart.
+ */
+Test(update, kept_messages_moved_by_another_program_refuse)
+{
+	struct upd u;
+	struct ref_mbox x = { 0 };
+	struct maildrop md;
+	struct buf got = { 0 };
+
+	upd_init(&u);
+	ref_mbox_adds(&u.b, ENV, "Subject: 1\n\none\n", "\n");
+	ref_mbox_adds(&u.b, ENV2, "Subject: 2\n\ntwo\n", "\n");
+	ref_mbox_adds(&u.b, ENV, "Subject: 3\n\nthree\n", "\n");
+	ref_mbox_adds(&x, ENV, "Subject: 1\n\none\n", "\n");
+	ref_mbox_adds(&x, ENV2, "Subject: 2\nX-Label: read\n\ntwo\n",
+	    "\n");
+	ref_mbox_adds(&x, ENV, "Subject: 3\n\nthree\n", "\n");
+	file_write(u.path, u.b.file.p, u.b.file.len, 0600);
+	cr_assert_eq(maildrop_open(&md, u.path), MD_OK);
+	file_write(u.path, x.file.p, x.file.len, 0600);
+	md.msgs[0].flags |= MSG_DELETED;
+	cr_assert_eq(maildrop_update(&md), MD_TEMP,
+	    "UPDATE went ahead by offsets that moved");
+	maildrop_close(&md);
+	file_read(u.path, &got);
+	assert_bytes(got.p, got.len, x.file.p, x.file.len,
+	    "the mbox after the refused UPDATE");
+	buf_free(&got);
+	ref_mbox_free(&x);
+	upd_free(&u);
+}
+
 /* Neither a journal nor a lock file is left beside the mbox. */
 Test(update, no_files_left_behind)
 {
