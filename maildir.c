@@ -19,14 +19,14 @@
  * so a file in new/ or cur/ is always complete, and mail that arrives
  * during the session is not in the table and not touched by UPDATE.
  *
- * The table: msg.off is the offset in md->names of "new/NAME" or
- * "cur/NAME"; msg.data holds MAILDIR_* flags.  The size comes from ,W= in
+ * The table: md->loc.name[i] is the offset in md->names of the name, behind
+ * a mark for its directory (MARK_LEN), and that is all a message costs
+ * beside its struct msg and its name: the name holds everything else.  The size comes from ,W= in
  * the name when there is one (the CRLF size that Dovecot's delivery agent
  * records; trusted as Dovecot trusts it, so the file is not read at
- * login), else from one read at login, which also gives msg.len and
- * msg.hdrlen.  For a name with ,W=, msg.hdrlen is found at the first TOP
- * and msg.len is never needed: RETR reads to the end of the file.
- * MAILDIR_HDRLEN says that msg.hdrlen is known.
+ * login), else from one read at login.  RETR reads to the end of the file
+ * and TOP finds the end of the header when it is asked; the UIDL is
+ * derived from the name when it is asked (maildir_uidl).
  */
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -46,16 +46,34 @@
 
 /* The session lock; its leading '.' keeps it out of every listing. */
 #define MAILDIR_LOCK	".pop3d.lock"
-/* msg.data: msg.len and msg.hdrlen have been counted. */
-#define MAILDIR_HDRLEN	0x01
-/* Bytes of "new/" or "cur/" before a name in md->names. */
-#define SUB_LEN		4
+/*
+ * In md->names a name is kept behind one byte for its directory, 'n' for
+ * new/ or 'c' for cur/: four bytes a message less than the path.
+ */
+#define MARK_LEN	1
+/* Bytes of a path "new/NAME" or "cur/NAME" with its NUL. */
+#define PATH_LEN	(4 + NAME_MAX + 1)
 
-/* The name, "new/NAME" or "cur/NAME", of message m. */
+/* The pool entry of message i: its directory's mark, then its name. */
 static const char *
-maildir_name(const struct maildrop *md, const struct msg *m)
+maildir_name(const struct maildrop *md, size_t i)
 {
-	return md->names + m->off;
+	return md->names + md->loc.name[i];
+}
+
+/*
+ * The path of message i from the Maildir, "new/NAME" or "cur/NAME", into
+ * buf (PATH_LEN bytes).  Every name in the pool came from a directory,
+ * so it fits (maildir_pool_add refuses what does not).
+ */
+static const char *
+maildir_path(const struct maildrop *md, size_t i, char *buf)
+{
+	const char *name = maildir_name(md, i);
+
+	memcpy(buf, name[0] == 'n' ? "new/" : "cur/", 4);
+	memcpy(buf + 4, name + MARK_LEN, strlen(name + MARK_LEN) + 1);
+	return buf;
 }
 
 /*
@@ -66,7 +84,7 @@ maildir_name(const struct maildrop *md, const struct msg *m)
 static const char *
 maildir_logname(const char *name)
 {
-	static char buf[SUB_LEN + NAME_MAX + 1];
+	static char buf[PATH_LEN];
 	size_t i;
 
 	for (i = 0; name[i] != '\0' && i + 1 < sizeof(buf); i++)
@@ -75,11 +93,13 @@ maildir_logname(const char *name)
 	return buf;
 }
 
-/* The name of message i as it may go into the log. */
+/* The path of message i as it may go into the log. */
 static const char *
 maildir_logmsg(const struct maildrop *md, size_t i)
 {
-	return maildir_logname(maildir_name(md, &md->msgs[i]));
+	char path[PATH_LEN];
+
+	return maildir_logname(maildir_path(md, i, path));
 }
 
 /*
@@ -118,23 +138,25 @@ maildir_time(const char *base)
 static int
 maildir_order(const char *a, const char *b)
 {
-	uint64_t ta = maildir_time(a + SUB_LEN), tb = maildir_time(b + SUB_LEN);
+	uint64_t ta = maildir_time(a + MARK_LEN);
+	uint64_t tb = maildir_time(b + MARK_LEN);
 	int c;
 
 	if (ta != tb)
 		return ta < tb ? -1 : 1;
-	if ((c = strcmp(a + SUB_LEN, b + SUB_LEN)) != 0)
+	if ((c = strcmp(a + MARK_LEN, b + MARK_LEN)) != 0)
 		return c;
 	return strcmp(a, b);
 }
 
+/* Orders name offsets (md->loc.name entries) in delivery order. */
 static int
-maildir_msg_cmp(const void *a, const void *b, void *names)
+maildir_off_cmp(const void *a, const void *b, void *names)
 {
-	const struct msg *x = a, *y = b;
+	const uint32_t *x = a, *y = b;
 	const char *n = names;
 
-	return maildir_order(n + x->off, n + y->off);
+	return maildir_order(n + *x, n + *y);
 }
 
 /*
@@ -240,15 +262,64 @@ maildir_count_fd(int fd, struct count *c, int header_only)
 	return 0;
 }
 
-/* Appends "sub/name" and its NUL to md->names; its offset into *off. */
+/* The names pool's first size, and the most that a hint reserves. */
+#define POOL_MIN	4096
+#define POOL_HINT_MAX	((size_t)64 << 20)
+
+/*
+ * Allocates the names pool for the scan at the size of new/ and cur/
+ * together.  On the usual file systems (ext4, XFS, btrfs) a directory's
+ * size bounds the bytes of the names in it, each with a few bytes of its
+ * own beside, so the pool is allocated once: growing it by copies leaves
+ * the old copies resident, and the names are most of a Maildir's memory.
+ * Pages never written cost nothing.  Only a hint: tmpfs, for one, counts
+ * 20 bytes an entry, and the pool then grows as it must.
+ */
+int maildir_pool_hint = 1;
+
+static void
+maildir_pool_reserve(struct maildrop *md)
+{
+	static const char *const subs[] = { "new", "cur" };
+	struct stat st;
+	size_t hint = 0, i;
+	char *p;
+
+	for (i = 0; i < 2; i++)
+		if (fstatat(md->fd, subs[i], &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    S_ISDIR(st.st_mode) && st.st_size > 0)
+			hint += (size_t)st.st_size < POOL_HINT_MAX ?
+			    (size_t)st.st_size : POOL_HINT_MAX;
+	if (hint > POOL_HINT_MAX)
+		hint = POOL_HINT_MAX;
+	if (maildir_pool_hint && hint > POOL_MIN &&
+	    (p = malloc(hint)) != NULL) {
+		md->names = p;
+		md->names_cap = hint;
+	}
+}
+
+/*
+ * Appends "sub/name" and its NUL to md->names; its offset into *off.  The
+ * pool stays under 4 GiB (offsets are 32-bit): POP3D_MAX_MSGS names of
+ * NAME_MAX bytes, plus what compaction and renames leave, are far below.
+ */
 static int
 maildir_pool_add(struct maildrop *md, const char *sub, const char *name,
-    uint64_t *off)
+    uint32_t *off)
 {
-	size_t nlen = strlen(name), need = SUB_LEN + nlen + 1;
+	size_t nlen = strlen(name), need = MARK_LEN + nlen + 1;
 
+	if (nlen > NAME_MAX) {
+		errno = ENAMETOOLONG;	/* no directory gives one */
+		return -1;
+	}
+	if (md->names_len + need > UINT32_MAX) {
+		errno = ENOMEM;
+		return -1;
+	}
 	if (need > md->names_cap - md->names_len) {
-		size_t cap = md->names_cap > 0 ? md->names_cap : 4096;
+		size_t cap = md->names_cap > 0 ? md->names_cap : POOL_MIN;
 		char *p;
 
 		while (need > cap - md->names_len) {
@@ -263,10 +334,9 @@ maildir_pool_add(struct maildrop *md, const char *sub, const char *name,
 		md->names = p;
 		md->names_cap = cap;
 	}
-	*off = md->names_len;
-	memcpy(md->names + md->names_len, sub, SUB_LEN - 1);
-	md->names[md->names_len + SUB_LEN - 1] = '/';
-	memcpy(md->names + md->names_len + SUB_LEN, name, nlen + 1);
+	*off = (uint32_t)md->names_len;
+	md->names[md->names_len] = sub[0];	/* 'n' or 'c' */
+	memcpy(md->names + md->names_len + MARK_LEN, name, nlen + 1);
 	md->names_len += need;
 	return 0;
 }
@@ -287,15 +357,15 @@ struct pick {
 static void
 maildir_sift_down(struct maildrop *md, size_t i)
 {
-	struct msg *h = md->msgs, t;
+	uint32_t *h = md->loc.name, t;
 
 	for (;;) {
 		size_t l = 2 * i + 1, r = l + 1, big = i;
 
-		if (l < md->count && maildir_msg_cmp(&h[l], &h[big],
+		if (l < md->count && maildir_off_cmp(&h[l], &h[big],
 		    md->names) > 0)
 			big = l;
-		if (r < md->count && maildir_msg_cmp(&h[r], &h[big],
+		if (r < md->count && maildir_off_cmp(&h[r], &h[big],
 		    md->names) > 0)
 			big = r;
 		if (big == i)
@@ -317,11 +387,11 @@ maildir_pool_compact(struct maildrop *md, struct pick *pk)
 	if ((p = malloc(cap)) == NULL)
 		return -1;
 	for (i = 0; i < md->count; i++) {
-		const char *name = maildir_name(md, &md->msgs[i]);
+		const char *name = maildir_name(md, i);
 		size_t n = strlen(name) + 1;
 
 		memcpy(p + len, name, n);
-		md->msgs[i].off = len;
+		md->loc.name[i] = (uint32_t)len;
 		len += n;
 	}
 	free(md->names);
@@ -332,22 +402,46 @@ maildir_pool_compact(struct maildrop *md, struct pick *pk)
 	return 0;
 }
 
+/*
+ * Takes one more name offset into md->loc.name: during the scan the table
+ * is only that (md->msgs is made once the count is known).  0, or -1 at
+ * the cap (EFBIG) or without memory.
+ */
+static int
+maildir_take(struct maildrop *md, uint32_t off)
+{
+	if (md->count == md->cap) {
+		size_t cap = md->cap == 0 ? 256 : md->cap * 2;
+		uint32_t *p;
+
+		if (cap > POP3D_MAX_MSGS)
+			cap = POP3D_MAX_MSGS;
+		if (md->count >= cap) {
+			errno = EFBIG;
+			return -1;
+		}
+		if ((p = reallocarray(md->loc.name, cap, sizeof(*p))) == NULL)
+			return -1;
+		md->loc.name = p;
+		md->cap = cap;
+	}
+	md->loc.name[md->count++] = off;
+	return 0;
+}
+
 static int
 maildir_collect(struct maildrop *md, void *arg, const char *sub,
     const char *name)
 {
 	struct pick *pk = arg;
 	size_t start = md->names_len, i;
-	struct msg *m;
-	uint64_t off;
+	uint32_t off;
 
 	if (maildir_pool_add(md, sub, name, &off) == -1)
 		return -1;
 	if (!pk->full) {
-		if ((m = maildrop_append(md)) != NULL) {
-			m->off = off;
+		if (maildir_take(md, off) == 0)
 			return 0;
-		}
 		if (errno != EFBIG)
 			return -1;
 		pk->full = 1;
@@ -356,13 +450,13 @@ maildir_collect(struct maildrop *md, void *arg, const char *sub,
 	}
 	pk->dropped++;
 	if (md->count == 0 || maildir_order(md->names + off,
-	    maildir_name(md, &md->msgs[0])) >= 0) {
+	    maildir_name(md, 0)) >= 0) {
 		md->names_len = start;	/* newer than all shown */
 		return 0;
 	}
 	/* Older than the newest shown message, which gives way. */
-	pk->garbage += strlen(maildir_name(md, &md->msgs[0])) + 1;
-	md->msgs[0].off = off;
+	pk->garbage += strlen(maildir_name(md, 0)) + 1;
+	md->loc.name[0] = off;
 	maildir_sift_down(md, 0);
 	if (pk->garbage > (size_t)1 << 20 && pk->garbage > md->names_len / 2)
 		return maildir_pool_compact(md, pk);
@@ -370,24 +464,77 @@ maildir_collect(struct maildrop *md, void *arg, const char *sub,
 }
 
 /*
- * Calls fn for every entry of sub/ that may be a message: a regular file
- * whose name does not start with '.' (Maildir readers skip dot files).
- * 0, or -1 with errno from the directory or from fn.
+ * One directory entry of sub/ (descriptor dfd) of d_type type: fn's if it
+ * may be a message, a regular file whose name does not start with '.'
+ * (Maildir readers skip dot files).  0, or -1 with errno.
+ */
+static int
+maildir_entry(struct maildrop *md, int dfd, const char *sub,
+    const char *name, unsigned char type,
+    int (*fn)(struct maildrop *, void *, const char *, const char *),
+    void *arg)
+{
+	struct stat st;
+
+	if (name[0] == '.')
+		return 0;
+	if (type == DT_UNKNOWN) {
+		/* Some file systems do not fill d_type. */
+		if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == -1)
+			return errno == ENOENT ? 0 : -1;  /* just removed */
+		if (!S_ISREG(st.st_mode))
+			return 0;
+	} else if (type != DT_REG)
+		return 0;
+	return fn(md, arg, sub, name);
+}
+
+/*
+ * Calls fn for every entry of sub/ that may be a message (maildir_entry).
+ * On Linux the entries are read with getdents64(2) into the mail buffer
+ * (fn must not use it), which spares readdir's 32 KiB buffer, the
+ * largest allocation of a small Maildir's login.  0, or -1 with errno
+ * from the directory or from fn.
  */
 static int
 maildir_scan_dir(struct maildrop *md, const char *sub,
     int (*fn)(struct maildrop *, void *, const char *, const char *),
     void *arg)
 {
-	struct dirent *e;
-	struct stat st;
-	DIR *d;
 	int dfd, ret = -1, saved;
 
 	dfd = openat(md->fd, sub, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
 	    O_CLOEXEC);
 	if (dfd == -1)
 		return -1;
+#ifdef __linux__
+	unsigned char *buf = maildrop_buf();
+
+	for (;;) {
+		ssize_t n = getdents64(dfd, buf, POP3D_MAILBUF), pos;
+		const struct dirent64 *e;
+
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n == 0)
+				ret = 0;
+			break;
+		}
+		for (pos = 0; pos < n; pos += e->d_reclen) {
+			e = (const struct dirent64 *)(const void *)(buf + pos);
+			if (maildir_entry(md, dfd, sub, e->d_name, e->d_type,
+			    fn, arg) == -1)
+				goto out;
+		}
+	}
+out:
+	saved = errno;
+	(void)close(dfd);
+#else
+	struct dirent *e;
+	DIR *d;
+
 	if ((d = fdopendir(dfd)) == NULL) {
 		saved = errno;
 		(void)close(dfd);
@@ -401,26 +548,14 @@ maildir_scan_dir(struct maildrop *md, const char *sub,
 				ret = 0;
 			break;
 		}
-		if (e->d_name[0] == '.')
-			continue;
-		if (e->d_type == DT_UNKNOWN) {
-			/* Some file systems do not fill d_type. */
-			if (fstatat(dfd, e->d_name, &st,
-			    AT_SYMLINK_NOFOLLOW) == -1) {
-				if (errno == ENOENT)
-					continue;	/* just removed */
-				break;
-			}
-			if (!S_ISREG(st.st_mode))
-				continue;
-		} else if (e->d_type != DT_REG)
-			continue;
-		if (fn(md, arg, sub, e->d_name) == -1)
+		if (maildir_entry(md, dfd, sub, e->d_name, e->d_type, fn,
+		    arg) == -1)
 			break;
 	}
 	saved = errno;
 	if (closedir(d) == -1 && ret == 0)
 		return -1;
+#endif
 	errno = saved;
 	return ret;
 }
@@ -454,14 +589,22 @@ maildir_base_cmp(const char *a, const char *b)
 	return la < lb ? -1 : la > lb;
 }
 
+/* Files with the same unique part share a UIDL (maildrop_dedup). */
+static int
+maildir_dup_cmp(const struct maildrop *md, size_t i, size_t j)
+{
+	return maildir_base_cmp(maildir_name(md, i) + MARK_LEN,
+	    maildir_name(md, j) + MARK_LEN);
+}
+
 static int
 maildir_lost_cmp(const void *a, const void *b, void *arg)
 {
 	const struct maildrop *md = arg;
 	const size_t *i = a, *j = b;
 
-	return maildir_base_cmp(maildir_name(md, &md->msgs[*i]) + SUB_LEN,
-	    maildir_name(md, &md->msgs[*j]) + SUB_LEN);
+	return maildir_base_cmp(maildir_name(md, *i) + MARK_LEN,
+	    maildir_name(md, *j) + MARK_LEN);
 }
 
 static int
@@ -472,21 +615,20 @@ maildir_find(struct maildrop *md, void *arg, const char *sub,
 	size_t lo = 0, hi = l->n;
 
 	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		struct msg *m = &md->msgs[l->idx[mid]];
-		int c = maildir_base_cmp(name, maildir_name(md, m) + SUB_LEN);
+		size_t mid = lo + (hi - lo) / 2, i = l->idx[mid];
+		const char *old = maildir_name(md, i);
+		int c = maildir_base_cmp(name, old + MARK_LEN);
 
 		if (c < 0)
 			hi = mid;
 		else if (c > 0)
 			lo = mid + 1;
 		else {
-			const char *old = maildir_name(md, m);
-
-			if (strncmp(old, sub, SUB_LEN - 1) == 0 &&
-			    strcmp(old + SUB_LEN, name) == 0)
+			if (old[0] == sub[0] &&
+			    strcmp(old + MARK_LEN, name) == 0)
 				return 0;
-			return maildir_pool_add(md, sub, name, &m->off);
+			return maildir_pool_add(md, sub, name,
+			    &md->loc.name[i]);
 		}
 	}
 	return 0;
@@ -522,14 +664,15 @@ static int
 maildir_open_msg(struct maildrop *md, size_t i, int follow, uint64_t *size)
 {
 	struct stat st;
+	char path[PATH_LEN];
 	int fd, saved;
 
-	fd = openat(md->fd, maildir_name(md, &md->msgs[i]), O_RDONLY |
+	fd = openat(md->fd, maildir_path(md, i, path), O_RDONLY |
 	    O_NOFOLLOW | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
 	if (fd == -1 && errno == ENOENT && follow) {
 		if (maildir_relocate(md, &i, 1) == -1)
 			return -1;
-		fd = openat(md->fd, maildir_name(md, &md->msgs[i]), O_RDONLY |
+		fd = openat(md->fd, maildir_path(md, i, path), O_RDONLY |
 		    O_NOFOLLOW | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
 	}
 	if (fd == -1) {
@@ -551,26 +694,21 @@ maildir_open_msg(struct maildrop *md, size_t i, int follow, uint64_t *size)
 }
 
 /*
- * Fills in message m at login: its digest, and its size from the name or
- * from one read.  1 to keep it; 0 to leave it out because it vanished, is
- * no regular file, or cannot be read (logged: one bad file must not lock
- * the user out of the rest); -1 on a system failure.
+ * Fills in message i's size at login, from the name or from one read.  1
+ * to keep it; 0 to leave it out because it vanished, is no regular file,
+ * or cannot be read (logged: one bad file must not lock the user out of
+ * the rest); -1 on a system failure.
  */
 static int
 maildir_measure(struct maildrop *md, size_t i)
 {
 	struct msg *m = &md->msgs[i];
-	const char *name = maildir_name(md, m);
+	const char *name = maildir_name(md, i);
 	struct count c;
 	uint64_t size;
-	MD5_CTX ctx;
 	int fd, saved;
 
-	MD5Init(&ctx);
-	MD5Update(&ctx, (const uint8_t *)name + SUB_LEN,
-	    maildir_base_len(name + SUB_LEN));
-	MD5Final(m->uid, &ctx);
-	if (maildir_vsize(name + SUB_LEN, &m->size) == 0)
+	if (maildir_vsize(name + MARK_LEN, &m->size) == 0)
 		return 1;
 	if ((fd = maildir_open_msg(md, i, 0, &size)) == -1) {
 		if (errno == ENOENT)
@@ -584,16 +722,14 @@ maildir_measure(struct maildrop *md, size_t i)
 		goto unreadable;
 	}
 	(void)close(fd);		/* read-only: nothing to lose */
-	m->len = c.len;
 	m->size = c.size;
-	m->hdrlen = c.hdrlen;
-	m->data |= MAILDIR_HDRLEN;
 	return 1;
 unreadable:
 	if (errno != EACCES && errno != EPERM && errno != EIO)
 		return -1;
+	saved = errno;
 	log_msg(LOG_WARNING, "maildrop %s: %s: %s; not shown", md->path,
-	    maildir_logname(name), strerror(errno));
+	    maildir_logmsg(md, i), strerror(saved));
 	return 0;
 }
 
@@ -657,6 +793,7 @@ maildir_open(struct maildrop *md)
 	md->id.ino = st.st_ino;
 	if ((r = maildir_lock(md)) != MD_OK)
 		return r;
+	maildir_pool_reserve(md);
 	/* tmp/ holds deliveries in progress: never shown. */
 	for (i = 0; i < 2; i++)
 		if (maildir_scan_dir(md, subs[i], maildir_collect, &pk) ==
@@ -667,19 +804,26 @@ maildir_open(struct maildrop *md)
 		}
 	/* Numbers stay fixed for the session (RFC 1939 §5). */
 	if (md->count > 1)
-		qsort_r(md->msgs, md->count, sizeof(md->msgs[0]),
-		    maildir_msg_cmp, md->names);
+		qsort_r(md->loc.name, md->count, sizeof(md->loc.name[0]),
+		    maildir_off_cmp, md->names);
+	if (md->count > 0 && (md->msgs = calloc(md->count,
+	    sizeof(md->msgs[0]))) == NULL) {
+		log_msg(LOG_ERR, "maildrop %s: %s", md->path, strerror(errno));
+		return MD_TEMP;
+	}
 	for (i = j = 0; i < md->count; i++) {
 		if ((k = maildir_measure(md, i)) == -1) {
 			log_msg(LOG_ERR, "maildrop %s: %s: %s", md->path,
 			    maildir_logmsg(md, i), strerror(errno));
 			return MD_TEMP;
 		}
-		if (k == 1)
-			md->msgs[j++] = md->msgs[i];
+		if (k == 1) {
+			md->msgs[j] = md->msgs[i];
+			md->loc.name[j++] = md->loc.name[i];
+		}
 	}
 	md->count = j;
-	if (maildrop_dedup(md) == -1) {
+	if (maildrop_dedup(md, maildir_dup_cmp) == -1) {
 		log_msg(LOG_ERR, "maildrop %s: %s", md->path, strerror(errno));
 		return MD_TEMP;
 	}
@@ -770,7 +914,6 @@ maildir_check(struct maildrop *md, size_t i)
 static enum md_status
 maildir_send(struct maildrop *md, struct io *io, size_t i, long long lines)
 {
-	struct msg *m = &md->msgs[i];
 	enum md_status r = MD_TEMP;
 	struct count c;
 	uint64_t size;
@@ -781,25 +924,26 @@ maildir_send(struct maildrop *md, struct io *io, size_t i, long long lines)
 	fd = md->heldfd;
 	size = md->heldsize;
 	md->held = 0;
-	if (lines >= 0 && !(m->data & MAILDIR_HDRLEN)) {
-		/* The size came from ,W=: find the header's end now. */
-		if (maildir_count_fd(fd, &c, 1) == -1) {
-			log_msg(LOG_ERR, "maildrop %s: %s: %s", md->path,
-			    maildir_logmsg(md, i), strerror(errno));
-			goto out;
-		}
-		m->hdrlen = c.hdrlen;
-		m->data |= MAILDIR_HDRLEN;
+	/*
+	 * TOP: find the header's end first, before the +OK's body starts.
+	 * Not kept between commands: it costs a read of the header, and
+	 * keeping it would cost memory for every message.
+	 */
+	c.hdrlen = 0;
+	if (lines >= 0 && maildir_count_fd(fd, &c, 1) == -1) {
+		log_msg(LOG_ERR, "maildrop %s: %s: %s", md->path,
+		    maildir_logmsg(md, i), strerror(errno));
+		goto out;
 	}
-	if (m->hdrlen > size)
-		m->hdrlen = size;	/* shorter than at login: not ours */
+	if (c.hdrlen > size)
+		c.hdrlen = size;	/* grew since the open: not ours */
 	io_body_begin(io);
 	if (lines < 0)
 		r = maildir_stream(md, i, fd, io, 0, size, NULL);
-	else if ((r = maildir_stream(md, i, fd, io, 0, m->hdrlen, NULL)) ==
+	else if ((r = maildir_stream(md, i, fd, io, 0, c.hdrlen, NULL)) ==
 	    MD_OK && lines > 0)
-		r = maildir_stream(md, i, fd, io, m->hdrlen,
-		    size - m->hdrlen, &lines);
+		r = maildir_stream(md, i, fd, io, c.hdrlen,
+		    size - c.hdrlen, &lines);
 	if (r == MD_OK)
 		io_body_end(io);
 out:
@@ -815,12 +959,13 @@ out:
  * flag gets a plain rename.  0, or -1 with errno.
  */
 static int
-maildir_move(struct maildrop *md, const char *name)
+maildir_move(struct maildrop *md, size_t i)
 {
-	const char *base = name + SUB_LEN;
-	char to[SUB_LEN + NAME_MAX + 1];
+	const char *base = maildir_name(md, i) + MARK_LEN;
+	char name[PATH_LEN], to[PATH_LEN];
 	int n;
 
+	maildir_path(md, i, name);
 	n = snprintf(to, sizeof(to), "cur/%s%s", base,
 	    strchr(base, ':') != NULL ? "" : ":2,");
 	if (n < 0 || (size_t)n >= sizeof(to)) {
@@ -858,11 +1003,11 @@ maildir_sync_dir(struct maildrop *md, const char *sub)
 static int
 maildir_unlink(struct maildrop *md, size_t i, int *dirty)
 {
-	const char *name = maildir_name(md, &md->msgs[i]);
+	char path[PATH_LEN];
 
-	if (unlinkat(md->fd, name, 0) == -1)
+	if (unlinkat(md->fd, maildir_path(md, i, path), 0) == -1)
 		return -1;
-	dirty[name[0] == 'n' ? 0 : 1] = 1;
+	dirty[path[0] == 'n' ? 0 : 1] = 1;
 	return 0;
 }
 
@@ -919,19 +1064,17 @@ maildir_update(struct maildrop *md)
 	}
 	free(lost);
 	for (i = 0; i < md->count; i++) {
-		const char *name = maildir_name(md, &md->msgs[i]);
-
 		if ((md->msgs[i].flags & MSG_DELETED) ||
-		    strncmp(name, "new/", SUB_LEN) != 0)
+		    maildir_name(md, i)[0] != 'n')
 			continue;
-		if (maildir_move(md, name) == 0) {
+		if (maildir_move(md, i) == 0) {
 			dirty[0] = dirty[1] = 1;
 			continue;
 		}
 		/* ENOENT: another client moved or removed it first. */
 		if (errno != ENOENT)
 			log_msg(LOG_WARNING, "maildrop %s: moving %s to cur/: "
-			    "%s", md->path, maildir_logname(name),
+			    "%s", md->path, maildir_logmsg(md, i),
 			    strerror(errno));
 	}
 	for (i = 0; i < 2; i++)
@@ -953,10 +1096,11 @@ maildir_update(struct maildrop *md)
 static void
 maildir_uidl(const struct maildrop *md, size_t i, char *buf)
 {
-	const struct msg *m = &md->msgs[i];
-	const char *base = maildir_name(md, m) + SUB_LEN;
+	const char *base = maildir_name(md, i) + MARK_LEN;
 	size_t len = maildir_base_len(base), j;
-	int ok = m->dup == 0 && len >= 1 && len <= POP3D_UIDL_MAX;
+	unsigned char uid[16];
+	MD5_CTX ctx;
+	int ok = md->msgs[i].dup == 0 && len >= 1 && len <= POP3D_UIDL_MAX;
 
 	for (j = 0; ok && j < len; j++)
 		if ((unsigned char)base[j] < 0x21 ||
@@ -967,7 +1111,10 @@ maildir_uidl(const struct maildrop *md, size_t i, char *buf)
 		buf[len] = '\0';
 		return;
 	}
-	maildrop_uidl_digest(m, buf);
+	MD5Init(&ctx);
+	MD5Update(&ctx, (const uint8_t *)base, len);
+	MD5Final(uid, &ctx);
+	maildrop_uidl_digest(uid, md->msgs[i].dup, buf);
 }
 
 static void

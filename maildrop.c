@@ -90,14 +90,14 @@ maildrop_stat(const struct maildrop *md, size_t *n, uint64_t *octets)
 }
 
 void
-maildrop_uidl_digest(const struct msg *m, char *buf)
+maildrop_uidl_digest(const unsigned char uid[16], uint32_t dup, char *buf)
 {
 	static const char hex[] = "0123456789abcdef";
 	size_t j;
 
-	for (j = 0; j < sizeof(m->uid); j++) {
-		buf[2 * j] = hex[m->uid[j] >> 4];
-		buf[2 * j + 1] = hex[m->uid[j] & 0xf];
+	for (j = 0; j < 16; j++) {
+		buf[2 * j] = hex[uid[j] >> 4];
+		buf[2 * j + 1] = hex[uid[j] & 0xf];
 	}
 	buf[2 * j] = '\0';
 	/*
@@ -105,24 +105,22 @@ maildrop_uidl_digest(const struct msg *m, char *buf)
 	 * (RFC 1939 §7).  Hex has no '-', so no suffixed id can equal a
 	 * plain one.
 	 */
-	if (m->dup > 0)
+	if (dup > 0)
 		snprintf(buf + 2 * j, POP3D_UIDL_MAX + 1 - 2 * j, "-%u",
-		    (unsigned)m->dup);
+		    (unsigned)dup);
 }
 
 void
 maildrop_uidl(const struct maildrop *md, size_t i, char *buf)
 {
-	if (md->ops != NULL && md->ops->uidl != NULL)
-		md->ops->uidl(md, i, buf);
-	else
-		maildrop_uidl_digest(&md->msgs[i], buf);
+	md->ops->uidl(md, i, buf);
 }
 
 unsigned char *
 maildrop_buf(void)
 {
-	static unsigned char buf[POP3D_MAILBUF];
+	/* Aligned for the directory entries that maildir.c reads into it. */
+	static _Alignas(16) unsigned char buf[POP3D_MAILBUF];
 
 	return buf;
 }
@@ -133,6 +131,7 @@ maildrop_append(struct maildrop *md)
 	if (md->count == md->cap) {
 		size_t cap = md->cap == 0 ? 64 : md->cap * 2;
 		struct msg *p;
+		void *q;
 
 		if (cap > POP3D_MAX_MSGS)
 			cap = POP3D_MAX_MSGS;
@@ -140,25 +139,33 @@ maildrop_append(struct maildrop *md)
 			errno = EFBIG;
 			return NULL;
 		}
-		p = reallocarray(md->msgs, cap, sizeof(*p));
-		if (p == NULL)
+		if ((p = reallocarray(md->msgs, cap, sizeof(*p))) == NULL)
 			return NULL;
 		md->msgs = p;
+		if (md->loc_size > 0) {
+			if ((q = reallocarray(md->loc.p, cap, md->loc_size)) ==
+			    NULL)
+				return NULL;	/* msgs is bigger: harmless */
+			md->loc.p = q;
+		}
 		md->cap = cap;
 	}
+	if (md->loc_size > 0)
+		memset((char *)md->loc.p + md->count * md->loc_size, 0,
+		    md->loc_size);
 	memset(&md->msgs[md->count], 0, sizeof(md->msgs[0]));
 	return &md->msgs[md->count++];
 }
 
-/* The table being sorted by uid_cmp. */
-static const struct msg *sort_msgs;
+/* The table being sorted by dup_cmp, and its order. */
+static const struct maildrop *sort_md;
+static int (*sort_cmp)(const struct maildrop *, size_t, size_t);
 
 static int
-uid_cmp(const void *a, const void *b)
+dup_cmp(const void *a, const void *b)
 {
 	uint32_t i = *(const uint32_t *)a, j = *(const uint32_t *)b;
-	int c = memcmp(sort_msgs[i].uid, sort_msgs[j].uid,
-	    sizeof(sort_msgs[i].uid));
+	int c = sort_cmp(sort_md, i, j);
 
 	if (c != 0)
 		return c;
@@ -166,7 +173,8 @@ uid_cmp(const void *a, const void *b)
 }
 
 int
-maildrop_dedup(struct maildrop *md)
+maildrop_dedup(struct maildrop *md,
+    int (*cmp)(const struct maildrop *, size_t, size_t))
 {
 	uint32_t *idx;
 	size_t i;
@@ -177,16 +185,13 @@ maildrop_dedup(struct maildrop *md)
 		return -1;
 	for (i = 0; i < md->count; i++)
 		idx[i] = (uint32_t)i;
-	sort_msgs = md->msgs;
-	qsort(idx, md->count, sizeof(*idx), uid_cmp);
-	/* Equal digests sort by position, so copies count in file order. */
-	for (i = 1; i < md->count; i++) {
-		struct msg *prev = &md->msgs[idx[i - 1]];
-		struct msg *m = &md->msgs[idx[i]];
-
-		if (memcmp(prev->uid, m->uid, sizeof(m->uid)) == 0)
-			m->dup = prev->dup + 1;
-	}
+	sort_md = md;
+	sort_cmp = cmp;
+	qsort(idx, md->count, sizeof(*idx), dup_cmp);
+	/* Equal keys sort by position, so copies count in table order. */
+	for (i = 1; i < md->count; i++)
+		if (cmp(md, idx[i - 1], idx[i]) == 0)
+			md->msgs[idx[i]].dup = md->msgs[idx[i - 1]].dup + 1;
 	free(idx);
 	return 0;
 }
@@ -229,6 +234,8 @@ maildrop_close(struct maildrop *md)
 	md->fd = -1;
 	free(md->msgs);
 	md->msgs = NULL;
+	free(md->loc.p);
+	md->loc.p = NULL;
 	md->count = md->cap = 0;
 	free(md->path);
 	md->path = NULL;

@@ -44,6 +44,7 @@
 struct scan {
 	struct maildrop	*md;
 	struct msg	*cur;		/* the message being scanned */
+	struct mbox_msg	*at;		/* and where it lies */
 	uint64_t	 line_off;	/* where the current line starts */
 	uint64_t	 line_len;	/* its bytes so far */
 	int		 envelope;	/* the line is a "From " line */
@@ -97,19 +98,20 @@ volatile_header(const unsigned char *p, size_t n)
 static void
 finish(struct scan *s, int strip)
 {
-	struct msg *m = s->cur;
+	struct mbox_msg *at = s->at;
 
-	if (m == NULL)
+	if (s->cur == NULL)
 		return;
 	if (strip) {
 		/* The empty line before "From " (or at EOF) is the format's. */
-		m->len -= s->empty_len;
-		m->size -= 2;
+		at->len -= s->empty_len;
+		s->cur->size -= 2;
 	}
-	if (s->in_header || m->hdrlen > m->len)
-		m->hdrlen = m->len;
-	uidhash_final(&s->hash, m->uid);
+	if (s->in_header || at->hdrlen > at->len)
+		at->hdrlen = at->len;
+	uidhash_final(&s->hash, at->uid);
 	s->cur = NULL;
+	s->at = NULL;
 }
 
 /*
@@ -121,6 +123,7 @@ static int
 piece(struct scan *s, uint64_t off, const unsigned char *p, size_t n,
     int first, int lf)
 {
+	struct mbox_msg *at;
 	struct msg *m;
 
 	if (first) {
@@ -137,7 +140,8 @@ piece(struct scan *s, uint64_t off, const unsigned char *p, size_t n,
 			}
 			if ((s->cur = maildrop_append(s->md)) == NULL)
 				return -1;
-			s->cur->off = off;
+			s->at = &s->md->loc.mbox[s->md->count - 1];
+			s->at->off = off;
 			s->in_header = 1;
 			s->skip = 0;
 			uidhash_init(&s->hash);
@@ -158,11 +162,12 @@ piece(struct scan *s, uint64_t off, const unsigned char *p, size_t n,
 		}
 	}
 	m = s->cur;
+	at = s->at;
 	s->line_len += n;
 	if (s->envelope)
 		uidhash_update(&s->hash, p, n);
 	else {
-		m->len += n;
+		at->len += n;
 		m->size += n;
 		if (s->in_header && !s->skip)
 			uidhash_update(&s->hash, p, n);
@@ -182,7 +187,7 @@ piece(struct scan *s, uint64_t off, const unsigned char *p, size_t n,
 	int empty = s->line_len == 1 || (s->line_len == 2 && cr);
 
 	if (s->envelope) {
-		m->data = s->line_off + s->line_len;
+		at->data = s->line_off + s->line_len;
 		s->envelope = 0;
 		s->prev_empty = 0;
 		return 0;
@@ -191,7 +196,7 @@ piece(struct scan *s, uint64_t off, const unsigned char *p, size_t n,
 	m->size += 1 - (uint64_t)cr;
 	if (empty && s->in_header) {
 		s->in_header = 0;
-		m->hdrlen = s->line_off + s->line_len - m->data;
+		at->hdrlen = s->line_off + s->line_len - at->data;
 	}
 	s->prev_empty = empty;
 	if (empty) {
@@ -358,7 +363,7 @@ bulk_body(struct scan *s, uint64_t off, const unsigned char *p, size_t n)
 
 		line = r != NULL ? r + 1 : p;
 	}
-	s->cur->len += (uint64_t)(q - p);
+	s->at->len += (uint64_t)(q - p);
 	s->cur->size += (uint64_t)(q - p) + extra;
 	s->line_off = off + (uint64_t)(line - p);
 	s->line_len = (uint64_t)(q - line);
@@ -369,6 +374,14 @@ bulk_body(struct scan *s, uint64_t off, const unsigned char *p, size_t n)
 		s->empty_len = s->line_len;
 	}
 	return (size_t)(q - p);
+}
+
+/* Identical copies have the same digest (maildrop_dedup). */
+static int
+uid_cmp(const struct maildrop *md, size_t i, size_t j)
+{
+	return memcmp(md->loc.mbox[i].uid, md->loc.mbox[j].uid,
+	    sizeof(md->loc.mbox[i].uid));
 }
 
 /*
@@ -389,6 +402,7 @@ scan_range(struct maildrop *md, int fd, uint64_t start, uint64_t size,
 
 	memset(&s, 0, sizeof(s));
 	s.md = md;
+	md->loc_size = sizeof(struct mbox_msg);
 	s.prev_empty = 1;	/* the start of the file counts as one */
 	md->end = size;
 	if (size <= start)
@@ -466,12 +480,12 @@ scan_range(struct maildrop *md, int fd, uint64_t start, uint64_t size,
 	}
 	if (in_line && s.envelope) {
 		/* A "From " line with no newline: a message with no bytes. */
-		s.cur->data = size;
+		s.at->data = size;
 		s.envelope = 0;
 		s.prev_empty = 0;
 	}
 	finish(&s, s.prev_empty);
-	return maildrop_dedup(md);
+	return maildrop_dedup(md, uid_cmp);
 }
 
 int
@@ -625,16 +639,17 @@ delivery_unlock(struct maildrop *md)
 static int
 same_message(struct maildrop *md, size_t i, unsigned char *buf)
 {
-	const struct msg *m = &md->msgs[i];
+	const struct mbox_msg *m = &md->loc.mbox[i];
 	struct maildrop tmp;
 	int same;
 
 	memset(&tmp, 0, sizeof(tmp));
 	tmp.fd = -1;
 	same = scan_range(&tmp, md->fd, m->off, m->data + m->hdrlen, buf) ==
-	    0 && tmp.count == 1 && tmp.msgs[0].data == m->data &&
-	    memcmp(tmp.msgs[0].uid, m->uid, sizeof(m->uid)) == 0;
+	    0 && tmp.count == 1 && tmp.loc.mbox[0].data == m->data &&
+	    memcmp(tmp.loc.mbox[0].uid, m->uid, sizeof(m->uid)) == 0;
 	free(tmp.msgs);
+	free(tmp.loc.p);
 	return same;
 }
 
@@ -677,7 +692,7 @@ same_time(const struct timespec *a, const struct timespec *b)
 static uint64_t
 appended(struct maildrop *md, uint64_t old)
 {
-	const struct msg *last = &md->msgs[md->count - 1];
+	const struct mbox_msg *last = &md->loc.mbox[md->count - 1];
 	unsigned char b[10];
 	uint64_t start;
 	int empty;
@@ -728,6 +743,8 @@ build_table(struct maildrop *md, const struct stat *st,
 		else {
 			free(md->msgs);
 			md->msgs = NULL;
+			free(md->loc.p);
+			md->loc.p = NULL;
 			md->count = md->cap = 0;
 		}
 	}
@@ -859,7 +876,7 @@ stream(struct maildrop *md, struct io *io, uint64_t off, uint64_t len,
 static enum md_status
 mbox_send(struct maildrop *md, struct io *io, size_t i, long long lines)
 {
-	const struct msg *m = &md->msgs[i];
+	const struct mbox_msg *m = &md->loc.mbox[i];
 	enum md_status r;
 
 	io_body_begin(io);
@@ -911,7 +928,7 @@ changed(struct maildrop *md, size_t first, size_t last, uint32_t mask,
 	    same_time(&st.st_ctim, &md->seen.ctime))
 		return 0;
 	for (i = first; i <= last && i < md->count; i++) {
-		if (!envelope_at(md, md->msgs[i].off))
+		if (!envelope_at(md, md->loc.mbox[i].off))
 			goto stale;
 		if (mask != 0 && !(md->msgs[i].flags & mask))
 			continue;
@@ -976,7 +993,7 @@ mbox_update(struct maildrop *md)
 		log_msg(LOG_ERR, "maildrop %s: %s", md->path, strerror(errno));
 		goto out;
 	}
-	w = md->msgs[first].off;
+	w = md->loc.mbox[first].off;
 	for (i = first + 1; i < md->count; i = j + 1) {
 		j = i;
 		if (md->msgs[i].flags & MSG_DELETED)
@@ -985,8 +1002,8 @@ mbox_update(struct maildrop *md)
 		    !(md->msgs[j + 1].flags & MSG_DELETED))
 			j++;
 		rg[n].dst = w;
-		rg[n].src = md->msgs[i].off;
-		rg[n].len = (j + 1 < md->count ? md->msgs[j + 1].off :
+		rg[n].src = md->loc.mbox[i].off;
+		rg[n].len = (j + 1 < md->count ? md->loc.mbox[j + 1].off :
 		    md->end) - rg[n].src;
 		w += rg[n++].len;
 	}
@@ -1015,6 +1032,13 @@ out:
 	return r;
 }
 
+/* The hex of the digest (RFC 1939 §7 allows 1 to 70 printable bytes). */
+static void
+mbox_uidl(const struct maildrop *md, size_t i, char *buf)
+{
+	maildrop_uidl_digest(md->loc.mbox[i].uid, md->msgs[i].dup, buf);
+}
+
 static void
 mbox_close(struct maildrop *md)
 {
@@ -1030,4 +1054,5 @@ const struct maildrop_ops mbox_ops = {
 	.update = mbox_update,
 	.close = mbox_close,
 	.check = mbox_check,
+	.uidl = mbox_uidl,
 };

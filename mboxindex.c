@@ -30,11 +30,12 @@
 #include "pop3d.h"
 
 /*
- * Change the magic whenever what a scan puts in struct msg changes (the
+ * Change the magic whenever what a scan puts in the table changes (the
  * digest, how sizes or offsets are counted), not only its layout: an
- * index of the old rules would otherwise pass for a fresh one.
+ * index of the old rules would otherwise pass for a fresh one.  IX1 had
+ * one 64-byte struct per message; IX2 has md->msgs, then md->loc.mbox.
  */
-#define INDEX_MAGIC	"pop3dIX1"
+#define INDEX_MAGIC	"pop3dIX2"
 #define INDEX_ORDER	0x01020304u
 
 /* Host byte order and layout: the index never leaves this machine. */
@@ -42,19 +43,21 @@ struct index_head {
 	char		 magic[8];
 	uint32_t	 order;		/* INDEX_ORDER as written */
 	uint32_t	 msgsize;	/* sizeof(struct msg) */
+	uint32_t	 locsize;	/* sizeof(struct mbox_msg) */
+	uint32_t	 pad;
 	uint64_t	 dev, ino;
 	uint64_t	 size;		/* bytes of the mbox, all in the table */
 	int64_t		 mtime[2], ctime[2];	/* seconds, nanoseconds */
 	uint64_t	 count;
-	unsigned char	 sum[16];	/* of this head (sum zero) and table */
+	unsigned char	 sum[16];	/* of this head (sum zero) and tables */
 };
 
 /* Not the UIDL's key: an index checksum is not a message digest. */
 static const unsigned char sum_key[16] = "pop3d index v1..";
 
 static void
-checksum(const struct index_head *h, const struct msg *m, size_t n,
-    unsigned char out[16])
+checksum(const struct index_head *h, const struct msg *m,
+    const struct mbox_msg *at, size_t n, unsigned char out[16])
 {
 	struct index_head tmp = *h;
 	struct uidhash u;
@@ -63,6 +66,7 @@ checksum(const struct index_head *h, const struct msg *m, size_t n,
 	uidhash_init_key(&u, sum_key);
 	uidhash_update(&u, &tmp, sizeof(tmp));
 	uidhash_update(&u, m, n * sizeof(*m));
+	uidhash_update(&u, at, n * sizeof(*at));
 	uidhash_final(&u, out);
 }
 
@@ -82,18 +86,20 @@ index_path(const struct maildrop *md, char *path, size_t n)
  * it wrote can steer no read or write outside the file.
  */
 static int
-plausible(const struct msg *m, size_t n, uint64_t size)
+plausible(const struct msg *m, const struct mbox_msg *at, size_t n,
+    uint64_t size)
 {
 	size_t i;
 
-	if (n == 0 || m[0].off != 0)
+	if (n == 0 || at[0].off != 0)
 		return 0;
 	for (i = 0; i < n; i++) {
-		uint64_t next = i + 1 < n ? m[i + 1].off : size;
+		uint64_t next = i + 1 < n ? at[i + 1].off : size;
 
-		if (m[i].data <= m[i].off || m[i].data > next ||
-		    m[i].len > next - m[i].data || m[i].hdrlen > m[i].len ||
-		    m[i].size < m[i].len || m[i].flags != 0)
+		if (at[i].data <= at[i].off || at[i].data > next ||
+		    at[i].len > next - at[i].data ||
+		    at[i].hdrlen > at[i].len || m[i].size < at[i].len ||
+		    m[i].flags != 0)
 			return 0;
 	}
 	return 1;
@@ -105,6 +111,7 @@ mbox_index_load(struct maildrop *md, struct mbox_index *ix)
 	struct index_head h;
 	struct stat st;
 	struct msg *m = NULL;
+	struct mbox_msg *at = NULL;
 	unsigned char sum[16];
 	char path[1100];
 	int fd;
@@ -119,20 +126,26 @@ mbox_index_load(struct maildrop *md, struct mbox_index *ix)
 	    fd_read_all(fd, &h, sizeof(h)) == -1)
 		goto bad;
 	if (memcmp(h.magic, INDEX_MAGIC, sizeof(h.magic)) != 0 ||
-	    h.order != INDEX_ORDER || h.msgsize != sizeof(struct msg) ||
+	    h.order != INDEX_ORDER || h.msgsize != sizeof(*m) ||
+	    h.locsize != sizeof(*at) ||
 	    h.dev != (uint64_t)md->id.dev || h.ino != (uint64_t)md->id.ino ||
 	    h.count == 0 || h.count > POP3D_MAX_MSGS ||
-	    (uint64_t)st.st_size != sizeof(h) + h.count * sizeof(*m))
+	    (uint64_t)st.st_size != sizeof(h) + h.count * (sizeof(*m) +
+	    sizeof(*at)))
 		goto bad;
 	if ((m = reallocarray(NULL, (size_t)h.count, sizeof(*m))) == NULL ||
-	    fd_read_all(fd, m, (size_t)h.count * sizeof(*m)) == -1)
+	    (at = reallocarray(NULL, (size_t)h.count, sizeof(*at))) == NULL ||
+	    fd_read_all(fd, m, (size_t)h.count * sizeof(*m)) == -1 ||
+	    fd_read_all(fd, at, (size_t)h.count * sizeof(*at)) == -1)
 		goto bad;
-	checksum(&h, m, (size_t)h.count, sum);
+	checksum(&h, m, at, (size_t)h.count, sum);
 	if (memcmp(sum, h.sum, sizeof(sum)) != 0 ||
-	    !plausible(m, (size_t)h.count, h.size))
+	    !plausible(m, at, (size_t)h.count, h.size))
 		goto bad;
 	(void)close(fd);
 	md->msgs = m;
+	md->loc.mbox = at;
+	md->loc_size = sizeof(*at);
 	md->count = md->cap = (size_t)h.count;
 	md->end = h.size;
 	ix->size = h.size;
@@ -143,6 +156,7 @@ mbox_index_load(struct maildrop *md, struct mbox_index *ix)
 	return 0;
 bad:
 	free(m);
+	free(at);
 	(void)close(fd);
 	return -1;
 }
@@ -162,6 +176,7 @@ mbox_index_save(const struct maildrop *md, const struct stat *st)
 	memcpy(h.magic, INDEX_MAGIC, sizeof(h.magic));
 	h.order = INDEX_ORDER;
 	h.msgsize = sizeof(struct msg);
+	h.locsize = sizeof(struct mbox_msg);
 	h.dev = (uint64_t)md->id.dev;
 	h.ino = (uint64_t)md->id.ino;
 	h.size = md->end;
@@ -170,7 +185,7 @@ mbox_index_save(const struct maildrop *md, const struct stat *st)
 	h.ctime[0] = st->st_ctim.tv_sec;
 	h.ctime[1] = st->st_ctim.tv_nsec;
 	h.count = md->count;
-	checksum(&h, md->msgs, md->count, h.sum);
+	checksum(&h, md->msgs, md->loc.mbox, md->count, h.sum);
 	/* A ".new" left by a crash is ours to replace. */
 	(void)unlink(tmp);
 	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_NOCTTY |
@@ -178,7 +193,9 @@ mbox_index_save(const struct maildrop *md, const struct stat *st)
 	if (fd == -1)
 		return;		/* no writable place: no index, no harm */
 	if (fd_write_all(fd, &h, sizeof(h)) == -1 ||
-	    fd_write_all(fd, md->msgs, md->count * sizeof(*md->msgs)) == -1) {
+	    fd_write_all(fd, md->msgs, md->count * sizeof(*md->msgs)) == -1 ||
+	    fd_write_all(fd, md->loc.mbox, md->count *
+	    sizeof(*md->loc.mbox)) == -1) {
 		(void)close(fd);
 		(void)unlink(tmp);
 	} else if (close(fd) == -1 || rename(tmp, path) == -1)

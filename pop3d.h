@@ -164,20 +164,25 @@ size_t	io_body_write(struct io *, const unsigned char *, size_t,
 void	io_body_end(struct io *);
 
 /* maildrop.c: the maildrop interface. */
+/*
+ * What the session knows of a message, whatever the store: md->msgs[i].
+ * Where the message lies is the store's, in md->loc beside it.
+ */
 struct msg {
-	uint64_t	 off;		/* mbox: offset of the "From " line;
-					   Maildir: offset of the name in
-					   maildrop.names */
-	uint64_t	 data;		/* mbox: offset of the first header byte;
-					   Maildir: MSG_* flags of the store */
-	uint64_t	 len;		/* stored bytes of the message */
-	uint64_t	 hdrlen;	/* stored bytes of header + empty line */
 	uint64_t	 size;		/* octets as sent, CRLF, unstuffed */
-	unsigned char	 uid[16];	/* digest behind the UIDL */
 	uint32_t	 dup;		/* nth identical copy, 0 for the first */
 	uint32_t	 flags;
 #define MSG_DELETED	0x01
 #define MSG_RETRIEVED	0x02
+};
+
+/* Where mbox message i lies in the file: md->loc.mbox[i]. */
+struct mbox_msg {
+	uint64_t	 off;		/* offset of the "From " line */
+	uint64_t	 data;		/* offset of the first header byte */
+	uint64_t	 len;		/* stored bytes of the message */
+	uint64_t	 hdrlen;	/* stored bytes of header + empty line */
+	unsigned char	 uid[16];	/* digest behind the UIDL */
 };
 
 enum md_status {
@@ -204,7 +209,7 @@ struct maildrop_ops {
 	 * changed under the session so that i cannot be sent.  May be NULL.
 	 */
 	enum md_status	(*check)(struct maildrop *, size_t i);
-	/* The UIDL of message i; NULL: the hex digest in msg.uid. */
+	/* The UIDL of message i. */
 	void		(*uidl)(const struct maildrop *, size_t i, char *buf);
 };
 
@@ -230,6 +235,18 @@ struct maildrop {
 	char		*names;		/* Maildir: "new/..." NUL-terminated */
 	size_t		 names_len, names_cap;
 	struct msg	*msgs;
+	/*
+	 * Parallel to msgs, what only the store knows; loc_size (set by the
+	 * store before its first maildrop_append) is the size of an entry.
+	 * Maildir keeps 4 bytes a message here, against mbox's 48: a
+	 * Maildir's names cost memory of their own.
+	 */
+	union {
+		struct mbox_msg	*mbox;
+		uint32_t	*name;	/* Maildir: offset of its name in names */
+		void		*p;
+	}		 loc;
+	size_t		 loc_size;
 	size_t		 count;		/* messages in the table */
 	size_t		 cap;
 	uint64_t	 end;		/* mbox: bytes the table covers */
@@ -251,14 +268,22 @@ struct maildrop {
 enum md_status	maildrop_open(struct maildrop *, const char *path);
 /* Counts and octets of the messages not marked deleted. */
 void	maildrop_stat(const struct maildrop *, size_t *n, uint64_t *octets);
-/* The UIDL of m from its digest and dup number, as hex (buf as below). */
-void	maildrop_uidl_digest(const struct msg *m, char *buf);
+/* A UIDL from a digest and a dup number, as hex (buf as below). */
+void	maildrop_uidl_digest(const unsigned char uid[16], uint32_t dup,
+	    char *buf);
 /* The printable UIDL of message i into buf (POP3D_UIDL_MAX + 1 bytes). */
 void	maildrop_uidl(const struct maildrop *, size_t i, char *buf);
-/* Appends to the table, growing it; -1 (ENOMEM/EFBIG) on failure. */
+/*
+ * Appends a zeroed message to the table (msgs and loc), growing it; NULL
+ * (ENOMEM, or EFBIG beyond POP3D_MAX_MSGS) on failure.
+ */
 struct msg *maildrop_append(struct maildrop *);
-/* Gives identical copies distinct dup numbers (call after the scan). */
-int	maildrop_dedup(struct maildrop *);
+/*
+ * Gives identical copies distinct dup numbers, in table order (call after
+ * the scan); cmp orders messages i and j by what makes them identical.
+ */
+int	maildrop_dedup(struct maildrop *,
+	    int (*cmp)(const struct maildrop *, size_t i, size_t j));
 /*
  * The path of a file that pop3d keeps beside an mbox,
  * "<dir>/.<mbox name>.pop3d-<what>", into buf, and its directory into dir.
@@ -304,6 +329,12 @@ keyword_eq(const char *s, const char *upper, size_t n)
 extern const struct maildrop_ops mbox_ops;
 /* maildir.c */
 extern const struct maildrop_ops maildir_ops;
+/*
+ * Whether the names pool is allocated at the size of new/ and cur/ (a
+ * hint, see maildir_pool_reserve).  1; unit tests turn it off to run the
+ * pool's growth.
+ */
+extern int maildir_pool_hint;
 /*
  * Scans fd from offset 0 to size and appends its messages to md.
  * 0, or -1 with errno (EINVAL: not an mbox; EIO: read failed).

@@ -448,23 +448,26 @@ scan_and_check(int fd, const unsigned char *p, size_t n, int send)
 		CHECK(md.end == n);
 		CHECK(md.count == refs.n);
 		for (i = 0; i < md.count; i++) {
-			const struct msg *m = &md.msgs[i];
+			const struct mbox_msg *m = &md.loc.mbox[i];
 			const struct ref *x = &refs.m[i];
 
 			CHECK(m->off == x->off);
 			CHECK(m->data == x->data);
 			CHECK(m->len == x->len);
 			CHECK(m->hdrlen == x->hdrlen);
-			CHECK(m->size == x->size);
+			CHECK(md.msgs[i].size == x->size);
 			CHECK(memcmp(m->uid, x->uid, 16) == 0);
-			CHECK(m->dup == x->dup);
-			CHECK(m->flags == 0);
+			CHECK(md.msgs[i].dup == x->dup);
+			CHECK(md.msgs[i].flags == 0);
 		}
+		md.ops = &mbox_ops;
 		check_uidls(&md);
+		md.ops = NULL;
 		if (send)
 			check_sends(&md, fd, p);
 	}
 	free(md.msgs);
+	free(md.loc.p);
 }
 
 /*

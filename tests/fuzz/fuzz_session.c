@@ -192,12 +192,12 @@ expect_kept(const struct maildrop *md)
 
 	expect.len = 0;
 	for (i = 0; i < md->count; i++) {
-		uint64_t end = i + 1 < md->count ? md->msgs[i + 1].off :
+		uint64_t end = i + 1 < md->count ? md->loc.mbox[i + 1].off :
 		    sizeof(fixture) - 1;
 
 		if (!(md->msgs[i].flags & MSG_DELETED))
-			buf_add(&expect, fixture + md->msgs[i].off,
-			    (size_t)(end - md->msgs[i].off));
+			buf_add(&expect, fixture + md->loc.mbox[i].off,
+			    (size_t)(end - md->loc.mbox[i].off));
 	}
 }
 

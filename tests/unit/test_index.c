@@ -91,15 +91,17 @@ open_check(const char *path, struct maildrop *md)
 	cr_assert_eq(md->end, ref.end);
 	for (i = 0; i < ref.count; i++)
 		cr_assert(memcmp(&md->msgs[i], &ref.msgs[i],
-		    sizeof(ref.msgs[i])) == 0, "message %zu differs from a "
-		    "scan's (table from %s): off %llu/%llu size %llu/%llu "
-		    "dup %u/%u", i + 1, md->source,
-		    (unsigned long long)md->msgs[i].off,
-		    (unsigned long long)ref.msgs[i].off,
+		    sizeof(ref.msgs[i])) == 0 && memcmp(&md->loc.mbox[i],
+		    &ref.loc.mbox[i], sizeof(ref.loc.mbox[i])) == 0,
+		    "message %zu differs from a scan's (table from %s): "
+		    "off %llu/%llu size %llu/%llu dup %u/%u", i + 1,
+		    md->source, (unsigned long long)md->loc.mbox[i].off,
+		    (unsigned long long)ref.loc.mbox[i].off,
 		    (unsigned long long)md->msgs[i].size,
 		    (unsigned long long)ref.msgs[i].size, md->msgs[i].dup,
 		    ref.msgs[i].dup);
 	free(ref.msgs);
+	free(ref.loc.p);
 	cr_assert_not_null(md->source);
 	return md->source;
 }
@@ -284,9 +286,20 @@ forgery(const struct maildrop *md)
 	struct maildrop fake = *md;
 
 	fake.msgs = calloc(md->count, sizeof(*md->msgs));
+	fake.loc.mbox = calloc(md->count, sizeof(*md->loc.mbox));
 	cr_assert_not_null(fake.msgs);
+	cr_assert_not_null(fake.loc.mbox);
 	memcpy(fake.msgs, md->msgs, md->count * sizeof(*md->msgs));
+	memcpy(fake.loc.mbox, md->loc.mbox, md->count *
+	    sizeof(*md->loc.mbox));
 	return fake;
+}
+
+static void
+forgery_free(struct maildrop *fake)
+{
+	free(fake->msgs);
+	free(fake->loc.p);
 }
 
 static void
@@ -314,7 +327,7 @@ Test(index, untrustworthy_index_is_ignored)
 	struct ref_mbox b = { 0 };
 	struct stat st;
 	char other[600], otherix[600], good[600];
-	off_t flips[12];
+	off_t flips[16];
 	size_t nflips = 0;
 	int kase;
 
@@ -325,17 +338,19 @@ Test(index, untrustworthy_index_is_ignored)
 	cr_assert(stat(f.ix, &st) == 0);
 	snprintf(good, sizeof(good), "%s/good", f.dir);
 	copy_file(f.ix, good);
-	/* magic, order, msg size, dev, ino, size, mtime, ctime, count,
-	 * checksum, table */
+	/* magic, order, msg size, loc size, padding, dev, ino, size, mtime,
+	 * ctime, count, checksum, tables (struct index_head, mboxindex.c) */
 	flips[nflips++] = 0;
 	flips[nflips++] = 9;
 	flips[nflips++] = 13;
 	flips[nflips++] = 17;
+	flips[nflips++] = 21;
 	flips[nflips++] = 25;
 	flips[nflips++] = 33;
-	flips[nflips++] = 73;
-	flips[nflips++] = 40;
-	flips[nflips++] = 64;
+	flips[nflips++] = 41;
+	flips[nflips++] = 49;
+	flips[nflips++] = 65;
+	flips[nflips++] = 81;
 	flips[nflips++] = 90;
 	flips[nflips++] = st.st_size / 2;
 	flips[nflips++] = st.st_size - 1;
@@ -441,14 +456,16 @@ Test(index, implausible_offsets_are_refused)
 		cr_assert(fstat(md.fd, &st) == 0);
 		fake = forgery(&md);
 		switch (kase) {
-		case 0: fake.msgs[0].off = 1; break;
-		case 1: fake.msgs[2].data = fake.msgs[2].off; break;
-		case 2: fake.msgs[2].len = fake.msgs[3].off; break;
-		case 3: fake.msgs[2].hdrlen = fake.msgs[2].len + 1; break;
-		case 4: fake.msgs[2].size = fake.msgs[2].len - 1; break;
+		case 0: fake.loc.mbox[0].off = 1; break;
+		case 1: fake.loc.mbox[2].data = fake.loc.mbox[2].off; break;
+		case 2: fake.loc.mbox[2].len = fake.loc.mbox[3].off; break;
+		case 3:
+			fake.loc.mbox[2].hdrlen = fake.loc.mbox[2].len + 1;
+			break;
+		case 4: fake.msgs[2].size = fake.loc.mbox[2].len - 1; break;
 		case 5: fake.msgs[2].flags = MSG_DELETED; break;
-		case 6: fake.msgs[3].off = fake.msgs[2].off; break;
-		case 7: fake.msgs[5].len = st.st_size; break;
+		case 6: fake.loc.mbox[3].off = fake.loc.mbox[2].off; break;
+		case 7: fake.loc.mbox[5].len = st.st_size; break;
 		/* right offsets, but of another file or state */
 		case 8: fake.id.ino++; break;
 		case 9: fake.id.dev++; break;
@@ -458,7 +475,7 @@ Test(index, implausible_offsets_are_refused)
 			break;
 		}
 		mbox_index_save(&fake, &st);
-		free(fake.msgs);
+		forgery_free(&fake);
 		maildrop_close(&md);
 		{
 			char what[64];
@@ -584,17 +601,18 @@ Test(index, update_checks_even_a_fresh_index)
 	cr_assert_str_eq(open_check(f.path, &md), "index");
 	cr_assert(fstat(md.fd, &st) == 0);
 	fake = forgery(&md);
-	memcpy(u, fake.msgs[1].uid, 16);
-	memcpy(fake.msgs[1].uid, fake.msgs[2].uid, 16);
-	memcpy(fake.msgs[2].uid, u, 16);
+	memcpy(u, fake.loc.mbox[1].uid, 16);
+	memcpy(fake.loc.mbox[1].uid, fake.loc.mbox[2].uid, 16);
+	memcpy(fake.loc.mbox[2].uid, u, 16);
 	mbox_index_save(&fake, &st);
-	free(fake.msgs);
+	forgery_free(&fake);
 	maildrop_close(&md);
 
 	file_read(f.path, &before);
 	cr_assert_eq(maildrop_open(&md, f.path), MD_OK);
 	cr_assert_str_eq(md.source, "index");
-	cr_assert(memcmp(md.msgs[1].uid, u, 16) != 0, "forgery not loaded");
+	cr_assert(memcmp(md.loc.mbox[1].uid, u, 16) != 0,
+	    "forgery not loaded");
 	md.msgs[1].flags |= MSG_DELETED;
 	cr_assert_eq(maildrop_update(&md), MD_TEMP,
 	    "UPDATE trusted an index over the file");

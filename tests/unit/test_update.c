@@ -68,7 +68,7 @@ run(struct upd *u, mode_t mode, const int *del, const void *tail,
 	cr_assert_eq(md.count, u->b.n, "%zu messages, expected %zu",
 	    md.count, u->b.n);
 	for (i = 0; i < u->b.n; i++)
-		cr_assert_eq(md.msgs[i].off, u->b.m[i].off);
+		cr_assert_eq(md.loc.mbox[i].off, u->b.m[i].off);
 	if (tlen > 0)
 		file_append(u->path, tail, tlen);
 	for (i = 0; i < u->b.n; i++) {
