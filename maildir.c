@@ -656,6 +656,38 @@ maildir_relocate(struct maildrop *md, size_t *idx, size_t n)
 }
 
 /*
+ * A message file is opened with O_NOATIME: with relatime, the first read
+ * of a file delivered or renamed since it was last read (every message a
+ * POP3 client downloads) would otherwise write its inode's atime, which
+ * no Maildir reader uses (HACKING.md, Maildir).  The flag needs the
+ * file's owner (the session runs as the mail user, who owns what its
+ * delivery agent wrote); a file of another owner fails with EPERM, is
+ * opened again without it, and the session stops asking.  Linux only;
+ * elsewhere 0.
+ */
+#ifdef O_NOATIME
+static int maildir_noatime = O_NOATIME;
+#else
+static int maildir_noatime = 0;
+#endif
+
+static int
+maildir_openat(struct maildrop *md, size_t i)
+{
+	int flags = O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK | O_CLOEXEC;
+	char name[PATH_LEN];
+	int fd;
+
+	maildir_path(md, i, name);
+	fd = openat(md->fd, name, flags | maildir_noatime);
+	if (fd == -1 && errno == EPERM && maildir_noatime != 0) {
+		maildir_noatime = 0;
+		fd = openat(md->fd, name, flags);
+	}
+	return fd;
+}
+
+/*
  * Opens message i for reading, following it when another client renamed
  * it (when follow is set), and gives its size.  The descriptor, or -1 with
  * errno; ENOENT when the message is gone or is no regular file any more.
@@ -664,16 +696,13 @@ static int
 maildir_open_msg(struct maildrop *md, size_t i, int follow, uint64_t *size)
 {
 	struct stat st;
-	char path[PATH_LEN];
 	int fd, saved;
 
-	fd = openat(md->fd, maildir_path(md, i, path), O_RDONLY |
-	    O_NOFOLLOW | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+	fd = maildir_openat(md, i);
 	if (fd == -1 && errno == ENOENT && follow) {
 		if (maildir_relocate(md, &i, 1) == -1)
 			return -1;
-		fd = openat(md->fd, maildir_path(md, i, path), O_RDONLY |
-		    O_NOFOLLOW | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+		fd = maildir_openat(md, i);
 	}
 	if (fd == -1) {
 		if (errno == ELOOP)

@@ -19,9 +19,9 @@ import sys
 
 sys.dont_write_bytecode = True     # no __pycache__ in the work tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pop3test import (Env, check, eq, main, message, parse_list,  # noqa
-                      parse_stat, parse_uidl, split_lines, stuffed, test,
-                      top_stuffed, wire)
+from pop3test import (IS_ROOT, Env, Skip, check, eq, main,  # noqa
+                      message, parse_list, parse_stat, parse_uidl,
+                      split_lines, stuffed, test, top_stuffed, wire)
 
 PW = "s3cret pass"
 SUBS = ("new", "cur", "tmp")
@@ -446,6 +446,38 @@ def file_replaced_or_unreadable_during_the_session():
         p.quit()
         eq(md.read(rels[2]), ms[2], "message 3 kept")
         eq(os.stat(md.path(rels[1])).st_size, len(ms[1]), "message 2 kept")
+
+
+@test
+def retr_leaves_atime_alone_and_reads_files_of_another_owner():
+    """RETR opens a message file with O_NOATIME, so a download does not
+    write the inode's atime (relatime would: the file is newer than its
+    atime).  A file the mail user does not own refuses the flag (EPERM):
+    it is opened without it and sent all the same.  Sizes from ,W=, so
+    login reads none of the files."""
+    if not IS_ROOT:
+        raise Skip("a file of another owner needs root to make")
+    ms = [message(i + 1) for i in range(3)]
+    rels = ["cur/170000000%d.M%dP1.host,S=%d,W=%d:2,S"
+            % (i, i, len(m), len(wire(m))) for i, m in enumerate(ms)]
+    with Env() as env:
+        env.add_user("alice", PW)
+        md = Maildir(env)
+        for rel, m in zip(rels, ms):
+            md.put(rel, m)
+        old = 946684800                         # 2000-01-01
+        st = os.stat(md.path(rels[1]))
+        os.utime(md.path(rels[1]), ns=(old * 10**9, st.st_mtime_ns))
+        os.chown(md.path(rels[0]), 0, 0)        # root's, readable by all
+        os.chmod(md.path(rels[0]), 0o644)
+        p = env.session("alice", PW)
+        eq(retr(p, 2), stuffed(ms[1]), "RETR 2")
+        eq(int(os.stat(md.path(rels[1])).st_atime), old, "atime of 2")
+        eq(retr(p, 1), stuffed(ms[0]), "RETR 1 (root's file)")
+        eq(retr(p, 3), stuffed(ms[2]), "RETR 3 after the EPERM")
+        p.ok("TOP 1 0")
+        p.multi_raw()
+        p.quit()
 
 
 @test
