@@ -765,6 +765,7 @@ static enum md_status
 mbox_open(struct maildrop *md)
 {
 	struct stat st;
+	struct timespec now;
 	enum md_status r = MD_TEMP;
 	enum table_source src = SCANNED;
 
@@ -820,13 +821,20 @@ mbox_open(struct maildrop *md)
 		 * fast path.  Only a file last written over a second ago
 		 * qualifies: any later write then shows as a new mtime even
 		 * on coarse file-system clocks.  A table partly from the
-		 * index whose file changed since never does.
+		 * index whose file changed since never does.  The clock is
+		 * read with clock_gettime, not time(3): Linux's vDSO time()
+		 * is its coarse clock, up to a tick behind the fine-grained
+		 * file times of Linux 6.13 and later, so a file written in
+		 * the tick after a second began looked written in the
+		 * future.
 		 */
 		md->seen.size = (uint64_t)st.st_size;
 		md->seen.mtime = st.st_mtim;
 		md->seen.ctime = st.st_ctim;
-		md->seen.settled = time(NULL) - st.st_mtime > mbox_settle &&
-		    time(NULL) - st.st_ctime > mbox_settle;
+		if (clock_gettime(CLOCK_REALTIME, &now) == -1)
+			now.tv_sec = 0;		/* not settled */
+		md->seen.settled = now.tv_sec - st.st_mtime > mbox_settle &&
+		    now.tv_sec - st.st_ctime > mbox_settle;
 		md->seen.indexed = src != SCANNED;
 		md->source = src == INDEXED ? "index" : src == APPENDED ?
 		    "index+scan" : "scan";
