@@ -236,10 +236,11 @@ struct maildrop {
 	size_t		 names_len, names_cap;
 	struct msg	*msgs;
 	/*
-	 * Parallel to msgs, what only the store knows; loc_size (set by the
-	 * store before its first maildrop_append) is the size of an entry.
-	 * Maildir keeps 4 bytes a message here, against mbox's 48: a
-	 * Maildir's names cost memory of their own.
+	 * Parallel to msgs, what only the store knows.  maildrop_append
+	 * grows it with msgs when loc_size, the size of an entry, is set
+	 * (mbox: 48 bytes).  Maildir fills it itself during its scan, 4
+	 * bytes a message: its names cost memory of their own.  cap counts
+	 * the entries allocated.
 	 */
 	union {
 		struct mbox_msg	*mbox;
