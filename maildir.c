@@ -19,10 +19,10 @@
  * so a file in new/ or cur/ is always complete, and mail that arrives
  * during the session is not in the table and not touched by UPDATE.
  *
- * The table: md->loc.name[i] is the offset in md->names of the name, behind
- * a mark for its directory (MARK_LEN), and that is all a message costs
- * beside its struct msg and its name: the name holds everything else.  The size comes from ,W= in
- * the name when there is one (the CRLF size that Dovecot's delivery agent
+ * The table: md->loc.name[i] is the offset in md->names of the name,
+ * behind a mark for its directory (MARK_LEN), and that is all a message
+ * costs beside its struct msg and its name: the name holds everything
+ * else.  The size comes from ,W= in the name when there is one (the CRLF size that Dovecot's delivery agent
  * records; trusted as Dovecot trusts it, so the file is not read at
  * login), else from one read at login.  RETR reads to the end of the file
  * and TOP finds the end of the header when it is asked; the UIDL is
@@ -77,29 +77,21 @@ maildir_path(const struct maildrop *md, size_t i, char *buf)
 }
 
 /*
- * A name as it may go into the log: a name is any bytes but '/', and a
- * newline in one must not forge a log line.  Bytes outside 0x20..0x7E
- * become '?'.  A static buffer: one such name per log call.
+ * The path of message i as it may go into the log: a name is any bytes
+ * but '/', and a newline in one must not forge a log line.  Bytes outside
+ * 0x20..0x7E become '?'.  A static buffer: one such path per log call.
  */
-static const char *
-maildir_logname(const char *name)
-{
-	static char buf[PATH_LEN];
-	size_t i;
-
-	for (i = 0; name[i] != '\0' && i + 1 < sizeof(buf); i++)
-		buf[i] = name[i] >= 0x20 && name[i] < 0x7f ? name[i] : '?';
-	buf[i] = '\0';
-	return buf;
-}
-
-/* The path of message i as it may go into the log. */
 static const char *
 maildir_logmsg(const struct maildrop *md, size_t i)
 {
-	char path[PATH_LEN];
+	static char buf[PATH_LEN];
+	size_t j;
 
-	return maildir_logname(maildir_path(md, i, path));
+	maildir_path(md, i, buf);
+	for (j = 0; buf[j] != '\0'; j++)
+		if ((unsigned char)buf[j] < 0x20 || (unsigned char)buf[j] > 0x7e)
+			buf[j] = '?';
+	return buf;
 }
 
 /*
@@ -266,6 +258,8 @@ maildir_count_fd(int fd, struct count *c, int header_only)
 #define POOL_MIN	4096
 #define POOL_HINT_MAX	((size_t)64 << 20)
 
+int maildir_pool_hint = 1;
+
 /*
  * Allocates the names pool for the scan at the size of new/ and cur/
  * together.  On the usual file systems (ext4, XFS, btrfs) a directory's
@@ -275,32 +269,30 @@ maildir_count_fd(int fd, struct count *c, int header_only)
  * Pages never written cost nothing.  Only a hint: tmpfs, for one, counts
  * 20 bytes an entry, and the pool then grows as it must.
  */
-int maildir_pool_hint = 1;
-
 static void
 maildir_pool_reserve(struct maildrop *md)
 {
 	static const char *const subs[] = { "new", "cur" };
 	struct stat st;
-	size_t hint = 0, i;
+	uint64_t hint = 0;
+	size_t i;
 	char *p;
 
 	for (i = 0; i < 2; i++)
 		if (fstatat(md->fd, subs[i], &st, AT_SYMLINK_NOFOLLOW) == 0 &&
 		    S_ISDIR(st.st_mode) && st.st_size > 0)
-			hint += (size_t)st.st_size < POOL_HINT_MAX ?
-			    (size_t)st.st_size : POOL_HINT_MAX;
+			hint += (uint64_t)st.st_size;
 	if (hint > POOL_HINT_MAX)
 		hint = POOL_HINT_MAX;
 	if (maildir_pool_hint && hint > POOL_MIN &&
-	    (p = malloc(hint)) != NULL) {
+	    (p = malloc((size_t)hint)) != NULL) {
 		md->names = p;
-		md->names_cap = hint;
+		md->names_cap = (size_t)hint;
 	}
 }
 
 /*
- * Appends "sub/name" and its NUL to md->names; its offset into *off.  The
+ * Appends sub's mark, name and a NUL to md->names; the offset into *off.  The
  * pool stays under 4 GiB (offsets are 32-bit): POP3D_MAX_MSGS names of
  * NAME_MAX bytes, plus what compaction and renames leave, are far below.
  */
@@ -598,13 +590,9 @@ maildir_dup_cmp(const struct maildrop *md, size_t i, size_t j)
 }
 
 static int
-maildir_lost_cmp(const void *a, const void *b, void *arg)
+maildir_lost_cmp(const void *a, const void *b, void *md)
 {
-	const struct maildrop *md = arg;
-	const size_t *i = a, *j = b;
-
-	return maildir_base_cmp(maildir_name(md, *i) + MARK_LEN,
-	    maildir_name(md, *j) + MARK_LEN);
+	return maildir_dup_cmp(md, *(const size_t *)a, *(const size_t *)b);
 }
 
 static int

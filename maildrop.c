@@ -143,8 +143,8 @@ maildrop_append(struct maildrop *md)
 			return NULL;
 		md->msgs = p;
 		if (md->loc_size > 0) {
-			if ((q = reallocarray(md->loc.p, cap, md->loc_size)) ==
-			    NULL)
+			q = reallocarray(md->loc.p, cap, md->loc_size);
+			if (q == NULL)
 				return NULL;	/* msgs is bigger: harmless */
 			md->loc.p = q;
 		}

@@ -232,7 +232,7 @@ struct maildrop {
 		int		 indexed;	/* the table came from an index */
 	}		 seen;
 	const char	*source;	/* mbox: how the table was built (log) */
-	char		*names;		/* Maildir: "new/..." NUL-terminated */
+	char		*names;		/* Maildir: names, each behind a mark */
 	size_t		 names_len, names_cap;
 	struct msg	*msgs;
 	/*

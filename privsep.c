@@ -67,7 +67,8 @@ privsep_send(int fd, uint32_t type, const void *p, size_t n)
 		errno = EMSGSIZE;
 		return -1;
 	}
-	if (fd_write_all(fd, &f, sizeof(f)) == -1 || fd_write_all(fd, p, n) == -1)
+	if (fd_write_all(fd, &f, sizeof(f)) == -1 ||
+	    fd_write_all(fd, p, n) == -1)
 		return -1;
 	return 0;
 }

@@ -419,6 +419,16 @@ def file_deleted_by_another_client_during_the_session():
                              "1700000005.e.host:2,"], "cur/")
 
 
+def w_named(md, ms):
+    """Puts messages ms into cur/ under names with ,S= and ,W=, so that
+    login reads none of them; returns their paths in the Maildir."""
+    rels = ["cur/170000000%d.M%dP1.host,S=%d,W=%d:2,S"
+            % (i, i, len(m), len(wire(m))) for i, m in enumerate(ms)]
+    for rel, m in zip(rels, ms):
+        md.put(rel, m)
+    return rels
+
+
 @test
 def file_replaced_or_unreadable_during_the_session():
     """A message file that became a FIFO, or unreadable, after login gets
@@ -426,13 +436,10 @@ def file_replaced_or_unreadable_during_the_session():
     The sizes come from ,W=, so pop3d never read these files at login:
     the open before the +OK is the first to find out."""
     ms = [message(i + 1) for i in range(3)]
-    rels = ["cur/170000000%d.M%dP1.host,S=%d,W=%d:2,S"
-            % (i, i, len(m), len(wire(m))) for i, m in enumerate(ms)]
     with Env() as env:
         env.add_user("alice", PW)
         md = Maildir(env)
-        for rel, m in zip(rels, ms):
-            md.put(rel, m)
+        rels = w_named(md, ms)
         p = env.session("alice", PW)
         os.unlink(md.path(rels[0]))
         os.mkfifo(md.path(rels[0]), 0o600)
@@ -458,13 +465,10 @@ def retr_leaves_atime_alone_and_reads_files_of_another_owner():
     if not IS_ROOT:
         raise Skip("a file of another owner needs root to make")
     ms = [message(i + 1) for i in range(3)]
-    rels = ["cur/170000000%d.M%dP1.host,S=%d,W=%d:2,S"
-            % (i, i, len(m), len(wire(m))) for i, m in enumerate(ms)]
     with Env() as env:
         env.add_user("alice", PW)
         md = Maildir(env)
-        for rel, m in zip(rels, ms):
-            md.put(rel, m)
+        rels = w_named(md, ms)
         old = 946684800                         # 2000-01-01
         st = os.stat(md.path(rels[1]))
         os.utime(md.path(rels[1]), ns=(old * 10**9, st.st_mtime_ns))
@@ -524,7 +528,8 @@ def files_renamed_by_another_client_are_followed():
 
 @test
 def hostile_names_forge_no_log_lines():
-    evil = "1700000000.evil\npop3d[1] forged line"
+    # A DEL and an 8-bit byte (two in UTF-8) too: each logged as '?'.
+    evil = "1700000000.evil\x7f\xe9\npop3d[1] forged line"
     with Env() as env:
         env.add_user("alice", PW)
         md = Maildir(env)
@@ -537,7 +542,7 @@ def hostile_names_forge_no_log_lines():
         p.ok("DELE 1")
         p.quit()
         err = p.stderr()
-        check("evil?pop3d[1] forged line" in err, "logged: %r" % err)
+        check("evil????pop3d[1] forged line" in err, "logged: %r" % err)
         check("\npop3d[1] forged" not in err, "forged: %r" % err)
 
 
