@@ -197,9 +197,9 @@ maildrop_dedup(struct maildrop *md,
 }
 
 enum md_status
-maildrop_check(struct maildrop *md, size_t i)
+maildrop_check(struct maildrop *md, size_t i, long long lines)
 {
-	return md->ops->check != NULL ? md->ops->check(md, i) : MD_OK;
+	return md->ops->check != NULL ? md->ops->check(md, i, lines) : MD_OK;
 }
 
 enum md_status

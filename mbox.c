@@ -953,8 +953,9 @@ stale:
 }
 
 static enum md_status
-mbox_check(struct maildrop *md, size_t i)
+mbox_check(struct maildrop *md, size_t i, long long lines)
 {
+	(void)lines;
 	/* The message and the one behind it (whose "From " ends it). */
 	return changed(md, i, i + 1, 0, 0) == -1 ? MD_TEMP : MD_OK;
 }

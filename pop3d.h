@@ -205,10 +205,11 @@ struct maildrop_ops {
 	enum md_status	(*update)(struct maildrop *);
 	void		(*close)(struct maildrop *);
 	/*
-	 * Before RETR/TOP of message i: MD_OK, or MD_TEMP when the store
-	 * changed under the session so that i cannot be sent.  May be NULL.
+	 * Before RETR/TOP of message i (lines as for send): MD_OK, or MD_TEMP
+	 * when the store changed under the session so that i cannot be sent.
+	 * May be NULL.
 	 */
-	enum md_status	(*check)(struct maildrop *, size_t i);
+	enum md_status	(*check)(struct maildrop *, size_t i, long long lines);
 	/* The UIDL of message i. */
 	void		(*uidl)(const struct maildrop *, size_t i, char *buf);
 };
@@ -220,10 +221,12 @@ struct maildrop {
 	int		 lockfd;	/* Maildir: the session lock, or -1 */
 	/* Maildir: the file check opened for send: message held - 1 (none
 	 * when 0, so that a zeroed maildrop holds nothing), its descriptor
-	 * and size. */
+	 * and size, and how many of its first bytes are in the mail buffer
+	 * (RETR). */
 	size_t		 held;
 	int		 heldfd;
 	uint64_t	 heldsize;
+	size_t		 heldgot;
 	int		 dotlock;	/* mbox: we hold <path>.lock */
 	struct {			/* mbox: the file as scanned */
 		uint64_t	 size;
@@ -295,7 +298,7 @@ int	maildrop_sidefile(const struct maildrop *, const char *what, char *buf,
 /* The POP3D_MAILBUF bytes that the stores and the journal share. */
 unsigned char	*maildrop_buf(void);
 /* Whether message i can still be sent (see maildrop_ops.check). */
-enum md_status	maildrop_check(struct maildrop *, size_t i);
+enum md_status	maildrop_check(struct maildrop *, size_t i, long long lines);
 enum md_status	maildrop_send(struct maildrop *, struct io *, size_t i,
 	    long long lines);
 enum md_status	maildrop_update(struct maildrop *);

@@ -488,7 +488,7 @@ send_msg(struct session *s, uint64_t n, long long lines)
 
 	if ((m = lookup(s, n)) == NULL)
 		return OUT_CONTINUE;
-	if (maildrop_check(s->md, (size_t)(n - 1)) != MD_OK) {
+	if (maildrop_check(s->md, (size_t)(n - 1), lines) != MD_OK) {
 		io_reply(s->io, "-ERR [SYS/TEMP] maildrop changed by another "
 		    "program; log in again");
 		return OUT_CONTINUE;

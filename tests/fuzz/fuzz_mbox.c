@@ -408,7 +408,7 @@ check_sends(struct maildrop *md, int fd, const unsigned char *p)
 		size_t t;
 
 		/* Nothing changed the file: every message can be sent. */
-		CHECK(maildrop_check(md, i) == MD_OK);
+		CHECK(maildrop_check(md, i, -1) == MD_OK);
 		for (t = 0; t < sizeof(tops) / sizeof(tops[0]); t++) {
 			ref_send(&expect, p, r, tops[t]);
 			CHECK(maildrop_send(md, &io, i, tops[t]) == MD_OK);

@@ -528,7 +528,7 @@ Test(index, stale_index_never_steers_update)
 		    "proves nothing)");
 		cr_assert_eq(md.count, 5);
 		if (with_retr)
-			cr_assert_eq(maildrop_check(&md, 1), MD_TEMP,
+			cr_assert_eq(maildrop_check(&md, 1, -1), MD_TEMP,
 			    "RETR of a message that is not there any more");
 		md.msgs[1].flags |= MSG_DELETED;
 		cr_assert_eq(maildrop_update(&md), MD_TEMP,

@@ -10,6 +10,7 @@
  * UPDATE (unlinks, moves from new/ to cur/).
  */
 #include <sys/file.h>
+#include <sys/sysmacros.h>
 
 #include <dirent.h>
 
@@ -481,7 +482,7 @@ Test(listing, names_pool_with_and_without_the_hint, .timeout = 60)
 	    strrchr(rel, '/') + 1);
 	cr_assert(rename(path, name) == 0);
 	len = md.names_len;
-	cr_assert_eq(maildrop_check(&md, n - 1), MD_OK);
+	cr_assert_eq(maildrop_check(&md, n - 1, -1), MD_OK);
 	cr_assert_gt(md.names_len, len, "the new name went to the pool");
 	cr_assert_str_eq(name_of(&md, n - 1) + 4, strrchr(name, '/') + 1);
 	maildrop_close(&md);
@@ -916,7 +917,7 @@ Test(send, vanished_file_sends_nothing)
 	puts_(dir, "new/2.b", MSG);
 	md_open(&md, dir);
 	rm(dir, "new/1.a");
-	cr_assert_eq(maildrop_check(&md, 0), MD_TEMP);
+	cr_assert_eq(maildrop_check(&md, 0, -1), MD_TEMP);
 	cr_assert_eq(send_to(&md, 0, -1, &got), MD_TEMP);
 	cr_assert_eq(got.len, 0, "sent %zu bytes", got.len);
 	buf_free(&got);
@@ -924,7 +925,7 @@ Test(send, vanished_file_sends_nothing)
 	cr_assert_eq(got.len, 0);
 	buf_free(&got);
 	/* The others are unaffected. */
-	cr_assert_eq(maildrop_check(&md, 1), MD_OK);
+	cr_assert_eq(maildrop_check(&md, 1, -1), MD_OK);
 	assert_retr(&md, 1, MSG, strlen(MSG));
 	maildrop_close(&md);
 	tmpdir_remove(dir);
@@ -941,7 +942,7 @@ Test(send, renamed_by_another_client_is_followed)
 	/* An IMAP server saw them: new/ to cur/, and a flag change. */
 	mv(dir, "new/1.a.host", "cur/1.a.host:2,S");
 	mv(dir, "cur/2.b.host:2,", "cur/2.b.host:2,RS");
-	cr_assert_eq(maildrop_check(&md, 0), MD_OK);
+	cr_assert_eq(maildrop_check(&md, 0, -1), MD_OK);
 	assert_retr(&md, 0, MSG, strlen(MSG));
 	assert_retr(&md, 1, "second\n", 7);
 	cr_assert_str_eq(name_of(&md, 0), "cur/1.a.host:2,S");
@@ -968,6 +969,80 @@ Test(send, replaced_by_a_non_file)
 	cr_assert_eq(got.len, 0);
 	maildrop_close(&md);
 	buf_free(&got);
+	tmpdir_remove(dir);
+}
+
+/*
+ * RETR reads a message's first bytes before its +OK and asks fstat only
+ * when that read fills the mail buffer or finds nothing: each way
+ * through, and what may not get through.
+ */
+Test(send, first_read_then_fstat_only_when_needed, .timeout = 30)
+{
+	char *dir = md_make(), p[1024];
+	struct buf got = { 0 }, big = { 0 };
+	struct maildrop md;
+	size_t i;
+
+	/* Listings that understate and overstate: the file is sent. */
+	puts_(dir, "new/1.under,W=2", MSG);
+	puts_(dir, "new/2.over,W=99999", MSG);
+	/* Bigger than the mail buffer: the rest after the first read. */
+	for (i = 0; big.len < 3 * POP3D_MAILBUF; i++) {
+		char line[64];
+
+		buf_add(&big, line, (size_t)snprintf(line, sizeof(line),
+		    "%s%zu\n", i % 7 == 0 ? "." : "line ", i));
+	}
+	put(dir, "new/3.big", big.p, big.len);
+	puts_(dir, "new/4.empty", "");
+	puts_(dir, "new/5.cut", MSG);
+	puts_(dir, "new/6.dev", MSG);
+	puts_(dir, "new/7.dir", MSG);
+	puts_(dir, "new/8.null", MSG);
+	md_open(&md, dir);
+	cr_assert_eq(md.count, 8);
+	cr_assert_eq(md.msgs[0].size, 2);
+	assert_retr(&md, 0, MSG, strlen(MSG));
+	assert_retr(&md, 1, MSG, strlen(MSG));
+	assert_retr(&md, 2, big.p, big.len);
+	assert_top(&md, 2, 3, big.p, big.len);
+	assert_retr(&md, 3, "", 0);
+	/* Emptied after login: read 0 where the listing says more. */
+	put(dir, "new/5.cut", "", 0);
+	assert_retr(&md, 4, "", 0);
+	/* A directory under the name: the read fails, -ERR, nothing sent. */
+	rm(dir, "new/7.dir");
+	snprintf(p, sizeof(p), "%s/new/7.dir", dir);
+	cr_assert(mkdir(p, 0700) == 0);
+	cr_assert_eq(send_to(&md, 6, -1, &got), MD_TEMP);
+	cr_assert_eq(got.len, 0);
+	/*
+	 * A device that never ends (/dev/zero's numbers): the read fills
+	 * the buffer, and fstat refuses it; without the fstat, zeros would
+	 * go out as the message.
+	 */
+	rm(dir, "new/6.dev");
+	snprintf(p, sizeof(p), "%s/new/6.dev", dir);
+	if (mknod(p, S_IFCHR | 0600, makedev(1, 5)) == 0) {
+		cr_assert_eq(send_to(&md, 5, -1, &got), MD_TEMP);
+		cr_assert_eq(got.len, 0, "sent %zu bytes", got.len);
+		cr_assert_eq(send_to(&md, 5, 2, &got), MD_TEMP, "TOP");
+		cr_assert_eq(got.len, 0);
+		/* One that gives nothing (/dev/null's): no empty message. */
+		rm(dir, "new/8.null");
+		snprintf(p, sizeof(p), "%s/new/8.null", dir);
+		cr_assert(mknod(p, S_IFCHR | 0600, makedev(1, 3)) == 0);
+		cr_assert_eq(send_to(&md, 7, -1, &got), MD_TEMP);
+		cr_assert_eq(got.len, 0, "sent %zu bytes", got.len);
+	} else
+		cr_assert(errno == EPERM || errno == EACCES,
+		    "mknod: %s", strerror(errno));	/* not root */
+	/* The others are still served. */
+	assert_retr(&md, 0, MSG, strlen(MSG));
+	maildrop_close(&md);
+	buf_free(&got);
+	buf_free(&big);
 	tmpdir_remove(dir);
 }
 
