@@ -680,7 +680,11 @@ body_check(struct io *io, const unsigned char *in, size_t n,
 	buf_free(&exp);
 }
 
-/* Text to put the special bytes into: one long line, LF lines, CRLF lines. */
+/*
+ * Text to put the special bytes into: one long line, 40-byte LF lines,
+ * 50-byte CRLF lines, 90-byte LF lines (longer than two of body_blocks'
+ * blocks, as base64 lines are).
+ */
 static void
 body_background(int kind, size_t n, struct buf *b)
 {
@@ -695,6 +699,8 @@ body_background(int kind, size_t n, struct buf *b)
 			c = '\r';
 		else if (kind == 2 && i % 50 == 49)
 			c = '\n';
+		else if (kind == 3 && i % 90 == 89)
+			c = '\n';
 		buf_addc(b, c, 1);
 	}
 }
@@ -708,11 +714,11 @@ Test(body, special_bytes_at_every_offset, .timeout = 300)
 	};
 	/* 0: one piece; the rest cut the blocks at every kind of place. */
 	static const size_t cuts[] = { 0, 1, 7, 16, 31, 32, 33, 63, 64, 65,
-	    100 };
+	    100, 127, 128, 129 };
 	struct io *io = io_auto(-1, -1, 5);
 	int kind;
 
-	for (kind = 0; kind < 3; kind++) {
+	for (kind = 0; kind < 4; kind++) {
 		struct buf bg = { 0 };
 		size_t s, pos, c;
 
