@@ -741,9 +741,10 @@ maildir_open_msg(struct maildrop *md, size_t i, int follow, uint64_t *size)
  * some bytes but fewer than asked has met the end of the file, so the
  * fstat is not needed for the size: one syscall less of the four that a
  * small message costs.  A read that fills the buffer (a big message, or a
- * device that never ends) or brings nothing (an empty file, or a FIFO) is
- * followed by the fstat, which refuses what is no regular file and gives
- * the size that bounds the rest.  The file is opened O_NONBLOCK with the
+ * device that never ends) or brings nothing (an empty file, or a device
+ * like /dev/null) is followed by the fstat, which refuses what is no
+ * regular file and gives the size that bounds the rest; a FIFO or a
+ * directory fails the read itself.  The file is opened O_NONBLOCK with the
  * mail user's rights, so whatever a name leads to can neither keep RETR
  * waiting nor show more than the user could read anyway.
  */
