@@ -22,11 +22,12 @@
  * The table: md->loc.name[i] is the offset in md->names of the name,
  * behind a mark for its directory (MARK_LEN), and that is all a message
  * costs beside its struct msg and its name: the name holds everything
- * else.  The size comes from ,W= in the name when there is one (the CRLF size that Dovecot's delivery agent
- * records; trusted as Dovecot trusts it, so the file is not read at
- * login), else from one read at login.  RETR reads to the end of the file
- * and TOP finds the end of the header when it is asked; the UIDL is
- * derived from the name when it is asked (maildir_uidl).
+ * else.  The size comes from ,W= in the name when there is one (the CRLF
+ * size that Dovecot's delivery agent records; trusted as Dovecot trusts
+ * it, so the file is not read at login), else from one read at login.
+ * RETR reads to the end of the file and TOP finds the end of the header
+ * when it is asked; the UIDL is derived from the name when it is asked
+ * (maildir_uidl).
  */
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -89,7 +90,8 @@ maildir_logmsg(const struct maildrop *md, size_t i)
 
 	maildir_path(md, i, buf);
 	for (j = 0; buf[j] != '\0'; j++)
-		if ((unsigned char)buf[j] < 0x20 || (unsigned char)buf[j] > 0x7e)
+		if ((unsigned char)buf[j] < 0x20 ||
+		    (unsigned char)buf[j] > 0x7e)
 			buf[j] = '?';
 	return buf;
 }

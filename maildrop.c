@@ -226,17 +226,23 @@ maildrop_update(struct maildrop *md)
 }
 
 void
+maildrop_free_table(struct maildrop *md)
+{
+	free(md->msgs);
+	md->msgs = NULL;
+	free(md->loc.p);
+	md->loc.p = NULL;
+	md->count = md->cap = 0;
+}
+
+void
 maildrop_close(struct maildrop *md)
 {
 	/* The store owns the descriptor; a zeroed maildrop has none. */
 	if (md->ops != NULL)
 		md->ops->close(md);
 	md->fd = -1;
-	free(md->msgs);
-	md->msgs = NULL;
-	free(md->loc.p);
-	md->loc.p = NULL;
-	md->count = md->cap = 0;
+	maildrop_free_table(md);
 	free(md->path);
 	md->path = NULL;
 	free(md->names);

@@ -648,8 +648,7 @@ same_message(struct maildrop *md, size_t i, unsigned char *buf)
 	same = scan_range(&tmp, md->fd, m->off, m->data + m->hdrlen, buf) ==
 	    0 && tmp.count == 1 && tmp.loc.mbox[0].data == m->data &&
 	    memcmp(tmp.loc.mbox[0].uid, m->uid, sizeof(m->uid)) == 0;
-	free(tmp.msgs);
-	free(tmp.loc.p);
+	maildrop_free_table(&tmp);
 	return same;
 }
 
@@ -740,13 +739,8 @@ build_table(struct maildrop *md, const struct stat *st,
 		}
 		if (ix.size < size && (start = appended(md, ix.size)) > 0)
 			*src = APPENDED;
-		else {
-			free(md->msgs);
-			md->msgs = NULL;
-			free(md->loc.p);
-			md->loc.p = NULL;
-			md->count = md->cap = 0;
-		}
+		else
+			maildrop_free_table(md);
 	}
 	if (*src == APPENDED)
 		r = scan_range(md, md->fd, start, size, maildrop_buf());

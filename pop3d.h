@@ -282,6 +282,8 @@ void	maildrop_uidl(const struct maildrop *, size_t i, char *buf);
  * (ENOMEM, or EFBIG beyond POP3D_MAX_MSGS) on failure.
  */
 struct msg *maildrop_append(struct maildrop *);
+/* Frees the table (msgs and loc) and empties it. */
+void	maildrop_free_table(struct maildrop *);
 /*
  * Gives identical copies distinct dup numbers, in table order (call after
  * the scan); cmp orders messages i and j by what makes them identical.

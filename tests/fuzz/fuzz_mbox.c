@@ -466,8 +466,7 @@ scan_and_check(int fd, const unsigned char *p, size_t n, int send)
 		if (send)
 			check_sends(&md, fd, p);
 	}
-	free(md.msgs);
-	free(md.loc.p);
+	maildrop_free_table(&md);
 }
 
 /*

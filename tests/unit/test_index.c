@@ -100,8 +100,7 @@ open_check(const char *path, struct maildrop *md)
 		    (unsigned long long)md->msgs[i].size,
 		    (unsigned long long)ref.msgs[i].size, md->msgs[i].dup,
 		    ref.msgs[i].dup);
-	free(ref.msgs);
-	free(ref.loc.p);
+	maildrop_free_table(&ref);
 	cr_assert_not_null(md->source);
 	return md->source;
 }
@@ -296,13 +295,6 @@ forgery(const struct maildrop *md)
 }
 
 static void
-forgery_free(struct maildrop *fake)
-{
-	free(fake->msgs);
-	free(fake->loc.p);
-}
-
-static void
 flip(const char *path, off_t at)
 {
 	unsigned char c;
@@ -475,7 +467,7 @@ Test(index, implausible_offsets_are_refused)
 			break;
 		}
 		mbox_index_save(&fake, &st);
-		forgery_free(&fake);
+		maildrop_free_table(&fake);
 		maildrop_close(&md);
 		{
 			char what[64];
@@ -605,7 +597,7 @@ Test(index, update_checks_even_a_fresh_index)
 	memcpy(fake.loc.mbox[1].uid, fake.loc.mbox[2].uid, 16);
 	memcpy(fake.loc.mbox[2].uid, u, 16);
 	mbox_index_save(&fake, &st);
-	forgery_free(&fake);
+	maildrop_free_table(&fake);
 	maildrop_close(&md);
 
 	file_read(f.path, &before);

@@ -231,6 +231,31 @@ assert_top(struct maildrop *md, size_t i, long long k, const void *p,
 	buf_free(&exp);
 }
 
+/* RETR (lines < 0) or TOP of message i gets MD_TEMP and sends nothing. */
+static void
+assert_refused(struct maildrop *md, size_t i, long long lines)
+{
+	struct buf got = { 0 };
+
+	cr_assert_eq(send_to(md, i, lines, &got), MD_TEMP, "message %zu, "
+	    "lines %lld", i + 1, lines);
+	cr_assert_eq(got.len, 0, "message %zu, lines %lld: sent %zu bytes",
+	    i + 1, lines, got.len);
+	buf_free(&got);
+}
+
+/*
+ * Removes rel's file and gives its path in p (1024 bytes), for the caller
+ * to put something else there.
+ */
+static const char *
+unfile(const char *dir, const char *rel, char *p)
+{
+	rm(dir, rel);
+	cr_assert(snprintf(p, 1024, "%s/%s", dir, rel) < 1024);
+	return p;
+}
+
 static void
 md5hex(const char *s, size_t n, char *out)
 {
@@ -910,7 +935,6 @@ Test(send, dot_stuffing_and_last_line)
 Test(send, vanished_file_sends_nothing)
 {
 	char *dir = md_make();
-	struct buf got = { 0 };
 	struct maildrop md;
 
 	puts_(dir, "new/1.a", MSG);
@@ -918,12 +942,8 @@ Test(send, vanished_file_sends_nothing)
 	md_open(&md, dir);
 	rm(dir, "new/1.a");
 	cr_assert_eq(maildrop_check(&md, 0, -1), MD_TEMP);
-	cr_assert_eq(send_to(&md, 0, -1, &got), MD_TEMP);
-	cr_assert_eq(got.len, 0, "sent %zu bytes", got.len);
-	buf_free(&got);
-	cr_assert_eq(send_to(&md, 0, 3, &got), MD_TEMP);
-	cr_assert_eq(got.len, 0);
-	buf_free(&got);
+	assert_refused(&md, 0, -1);
+	assert_refused(&md, 0, 3);
 	/* The others are unaffected. */
 	cr_assert_eq(maildrop_check(&md, 1, -1), MD_OK);
 	assert_retr(&md, 1, MSG, strlen(MSG));
@@ -953,22 +973,15 @@ Test(send, renamed_by_another_client_is_followed)
 Test(send, replaced_by_a_non_file)
 {
 	char *dir = md_make(), p[1024];
-	struct buf got = { 0 };
 	struct maildrop md;
 
 	puts_(dir, "new/1.a", MSG);
 	md_open(&md, dir);
-	rm(dir, "new/1.a");
-	snprintf(p, sizeof(p), "%s/new/1.a", dir);
-	cr_assert(mkfifo(p, 0600) == 0);
-	cr_assert_eq(send_to(&md, 0, -1, &got), MD_TEMP);
-	cr_assert_eq(got.len, 0);
-	rm(dir, "new/1.a");
-	cr_assert(symlink("/etc/passwd", p) == 0);
-	cr_assert_eq(send_to(&md, 0, -1, &got), MD_TEMP);
-	cr_assert_eq(got.len, 0);
+	cr_assert(mkfifo(unfile(dir, "new/1.a", p), 0600) == 0);
+	assert_refused(&md, 0, -1);
+	cr_assert(symlink("/etc/passwd", unfile(dir, "new/1.a", p)) == 0);
+	assert_refused(&md, 0, -1);
 	maildrop_close(&md);
-	buf_free(&got);
 	tmpdir_remove(dir);
 }
 
@@ -980,7 +993,7 @@ Test(send, replaced_by_a_non_file)
 Test(send, first_read_then_fstat_only_when_needed, .timeout = 30)
 {
 	char *dir = md_make(), p[1024];
-	struct buf got = { 0 }, big = { 0 };
+	struct buf big = { 0 };
 	struct maildrop md;
 	size_t i;
 
@@ -1012,36 +1025,27 @@ Test(send, first_read_then_fstat_only_when_needed, .timeout = 30)
 	put(dir, "new/5.cut", "", 0);
 	assert_retr(&md, 4, "", 0);
 	/* A directory under the name: the read fails, -ERR, nothing sent. */
-	rm(dir, "new/7.dir");
-	snprintf(p, sizeof(p), "%s/new/7.dir", dir);
-	cr_assert(mkdir(p, 0700) == 0);
-	cr_assert_eq(send_to(&md, 6, -1, &got), MD_TEMP);
-	cr_assert_eq(got.len, 0);
+	cr_assert(mkdir(unfile(dir, "new/7.dir", p), 0700) == 0);
+	assert_refused(&md, 6, -1);
 	/*
 	 * A device that never ends (/dev/zero's numbers): the read fills
 	 * the buffer, and fstat refuses it; without the fstat, zeros would
 	 * go out as the message.
 	 */
-	rm(dir, "new/6.dev");
-	snprintf(p, sizeof(p), "%s/new/6.dev", dir);
-	if (mknod(p, S_IFCHR | 0600, makedev(1, 5)) == 0) {
-		cr_assert_eq(send_to(&md, 5, -1, &got), MD_TEMP);
-		cr_assert_eq(got.len, 0, "sent %zu bytes", got.len);
-		cr_assert_eq(send_to(&md, 5, 2, &got), MD_TEMP, "TOP");
-		cr_assert_eq(got.len, 0);
+	if (mknod(unfile(dir, "new/6.dev", p), S_IFCHR | 0600,
+	    makedev(1, 5)) == 0) {
+		assert_refused(&md, 5, -1);
+		assert_refused(&md, 5, 2);
 		/* One that gives nothing (/dev/null's): no empty message. */
-		rm(dir, "new/8.null");
-		snprintf(p, sizeof(p), "%s/new/8.null", dir);
-		cr_assert(mknod(p, S_IFCHR | 0600, makedev(1, 3)) == 0);
-		cr_assert_eq(send_to(&md, 7, -1, &got), MD_TEMP);
-		cr_assert_eq(got.len, 0, "sent %zu bytes", got.len);
+		cr_assert(mknod(unfile(dir, "new/8.null", p), S_IFCHR | 0600,
+		    makedev(1, 3)) == 0);
+		assert_refused(&md, 7, -1);
 	} else
 		cr_assert(errno == EPERM || errno == EACCES,
 		    "mknod: %s", strerror(errno));	/* not root */
 	/* The others are still served. */
 	assert_retr(&md, 0, MSG, strlen(MSG));
 	maildrop_close(&md);
-	buf_free(&got);
 	buf_free(&big);
 	tmpdir_remove(dir);
 }
