@@ -128,15 +128,16 @@ def append(path, env, msg, mode="both"):
     """Delivers one message: "From ...\\n", the message, an empty line.
     The mbox must be empty or end in an empty line (checked under the
     locks: anything else means someone left it broken)."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    # One descriptor for the lock, the check and the append: closing any
+    # other descriptor of the file would drop this process's fcntl lock
+    # (POSIX), leaving the append unprotected in "fcntl-only" mode.
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
     try:
         lock(fd, path, mode)
         try:
             size = os.fstat(fd).st_size
             if size > 0:
-                with open(path, "rb") as f:
-                    f.seek(max(0, size - 2))
-                    tail = f.read(2)
+                tail = os.pread(fd, 2, max(0, size - 2))
                 if not (tail == b"\n\n" or (size == 1 and tail == b"\n")):
                     raise RuntimeError("mbox does not end in an empty line "
                                        "before delivery: tail %r (%d bytes)"

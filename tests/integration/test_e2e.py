@@ -1305,6 +1305,41 @@ def dotlock_and_fcntl_lock_are_waited_for():
 
 
 @test
+def quit_waits_for_each_delivery_lock_alone():
+    # UPDATE takes the fcntl lock and the dotlock, so an agent that takes
+    # only one of them (as some do) never appends while bytes move: QUIT
+    # waits for it, and what it appended under its lock is kept.
+    import deliver
+    msgs = five()
+    new = mbox_bytes([(envelope(100), message(100))])
+    for mode in ("fcntl-only", "dotlock-only"):
+        with env_with(msgs) as env:
+            path = env.mbox("alice")
+            p = env.session("alice", PW)
+            p.ok("DELE 1")
+            p.ok("DELE 3")
+            # One descriptor only: closing another would drop our fcntl
+            # lock (POSIX), as deliver.py's comment says.
+            fd = os.open(path, os.O_RDWR | os.O_APPEND)
+            try:
+                deliver.lock(fd, path, mode)
+                try:
+                    p.send("QUIT\r\n")
+                    p.expect_silence(1.0)
+                    eq(os.write(fd, new), len(new), "append under " + mode)
+                finally:
+                    deliver.unlock(fd, path, mode)
+            finally:
+                os.close(fd)
+            p.expect_ok("QUIT after the %s lock went away" % mode)
+            p.expect_eof()
+            eq(p.wait(), 0, "exit status after QUIT")
+            want = mbox_bytes([(envelope(i), msgs[i - 1]) for i in (2, 4, 5)])
+            eq(env.read_mbox("alice"), want + new,
+               "mbox after QUIT waited for the %s lock" % mode)
+
+
+@test
 def new_mail_during_session_survives_quit():
     old = [message(i) for i in range(1, 4)]
     new = [message(i) for i in range(11, 13)]
