@@ -114,6 +114,15 @@ fault_check(const char *op)
 	errno = strcmp(fault_action, "enospc") == 0 ? ENOSPC : EIO;
 	return -1;
 }
+
+void
+fault_pause(const char *point)
+{
+	const char *e = getenv("POP3D_PAUSE");
+
+	if (e != NULL && strcmp(e, point) == 0)
+		(void)raise(SIGSTOP);
+}
 #endif
 
 static int

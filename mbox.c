@@ -500,13 +500,28 @@ mbox_scan(struct maildrop *md, int fd, uint64_t size)
 /* A dotlock older than this was left by a crash (as liblockfile holds). */
 #define DOTLOCK_STALE	300
 
+static int
+same_time(const struct timespec *a, const struct timespec *b)
+{
+	return a->tv_sec == b->tv_sec && a->tv_nsec == b->tv_nsec;
+}
+
+/* Whether two stats are of one file, unchanged in name and links. */
+static int
+same_file(const struct stat *a, const struct stat *b)
+{
+	return a->st_dev == b->st_dev && a->st_ino == b->st_ino &&
+	    same_time(&a->st_ctim, &b->st_ctim);
+}
+
 /*
  * A dotlock is stale when it is older than DOTLOCK_STALE, or when the
  * process whose pid it holds (liblockfile's convention) is gone, so that a
- * session killed in UPDATE does not lock its user out for minutes.
+ * session killed in UPDATE does not lock its user out for minutes.  *seen
+ * gets the identity of the file judged.
  */
 static int
-dotlock_stale(const char *lock)
+dotlock_stale(const char *lock, struct stat *seen)
 {
 	struct stat st;
 	char buf[32];
@@ -514,13 +529,15 @@ dotlock_stale(const char *lock)
 	long pid;
 	int fd;
 
-	if (lstat(lock, &st) == -1 || !S_ISREG(st.st_mode))
+	if (lstat(lock, seen) == -1 || !S_ISREG(seen->st_mode))
 		return 0;
-	if (time(NULL) - st.st_mtime > DOTLOCK_STALE)
-		return 1;
-	if ((fd = open(lock, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) == -1)
+	if (time(NULL) - seen->st_mtime > DOTLOCK_STALE)
+		return 1;	/* even when we may not read it */
+	if ((fd = open(lock, O_RDONLY | O_NOFOLLOW | O_NONBLOCK |
+	    O_CLOEXEC)) == -1)
 		return 0;
-	n = read(fd, buf, sizeof(buf) - 1);
+	n = fstat(fd, &st) == 0 && same_file(&st, seen) ?
+	    read(fd, buf, sizeof(buf) - 1) : -1;
 	(void)close(fd);
 	if (n <= 0)
 		return 0;
@@ -528,6 +545,28 @@ dotlock_stale(const char *lock)
 	if (sscanf(buf, "%ld", &pid) != 1 || pid <= 0)
 		return 0;
 	return kill((pid_t)pid, 0) == -1 && errno == ESRCH;
+}
+
+/*
+ * Removes a stale dotlock, but only the file that was judged: in the time
+ * it took to judge it, another agent may have removed it too and made its
+ * own, which must stay.  (A new file has a new inode or, when the number
+ * is reused, a new ctime.)  What is left is the window between lstat and
+ * unlink, which no unlink-based dotlock scheme can close.
+ */
+static void
+dotlock_break(struct maildrop *md, const char *lock)
+{
+	struct stat seen, now;
+
+	if (!dotlock_stale(lock, &seen))
+		return;
+	PAUSE("dotlock-stale");
+	if (lstat(lock, &now) == -1 || !same_file(&now, &seen))
+		return;
+	if (unlink(lock) == 0)
+		log_msg(LOG_WARNING, "maildrop %s: removed stale %s",
+		    md->path, lock);
 }
 
 /*
@@ -564,11 +603,7 @@ dotlock_take(struct maildrop *md)
 	(void)unlink(tmp);
 	if (won)
 		return 1;
-	if (dotlock_stale(lock)) {
-		log_msg(LOG_WARNING, "maildrop %s: removing stale %s", md->path,
-		    lock);
-		(void)unlink(lock);
-	}
+	dotlock_break(md, lock);
 	return 0;
 }
 
@@ -666,12 +701,6 @@ envelope_at(struct maildrop *md, uint64_t off)
 }
 
 int mbox_settle = 1;
-
-static int
-same_time(const struct timespec *a, const struct timespec *b)
-{
-	return a->tv_sec == b->tv_sec && a->tv_nsec == b->tv_nsec;
-}
 
 /*
  * Whether what lies behind the old end of the file that the index

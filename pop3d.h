@@ -412,13 +412,18 @@ enum md_status	journal_recover(struct maildrop *);
 /*
  * Fault injection for tests (built with -DPOP3D_FAULTS only): FAULT(op)
  * before a mutating system call makes it fail or kills the process, as
- * the environment variable POP3D_FAULT says (journal.c).
+ * the environment variable POP3D_FAULT says (journal.c).  PAUSE(point)
+ * stops the process (SIGSTOP) when POP3D_PAUSE names that point, so that
+ * a test can change the files in a race window and then let it go on.
  */
 #ifdef POP3D_FAULTS
 int	fault_check(const char *op);
+void	fault_pause(const char *point);
 #define FAULT(op)	(fault_check(op) == -1)
+#define PAUSE(point)	fault_pause(point)
 #else
 #define FAULT(op)	0
+#define PAUSE(point)	((void)0)
 #endif
 
 /* auth.c: credentials. */

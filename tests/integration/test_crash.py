@@ -479,5 +479,67 @@ def incomplete_journal_is_discarded_and_complete_one_replayed():
               % states)
 
 
+def stopped(pid, timeout=10):
+    """Waits until the process is stopped (state T in /proc)."""
+    deadline = time.monotonic() + timeout * T.SLOW
+    while time.monotonic() < deadline:
+        with open("/proc/%d/stat" % pid) as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        if state in ("T", "t"):
+            return
+        time.sleep(0.01)
+    fail("pop3d did not stop at its pause point")
+
+
+@test
+def dotlock_made_anew_while_judged_stale_is_kept():
+    # pop3d judges the dotlock stale (its pid is gone) and stops right
+    # there (POP3D_PAUSE).  Meanwhile another agent breaks it too and
+    # makes its own: a new file over the name, or one that reuses the
+    # inode (same number, new ctime).  pop3d must not remove that lock:
+    # it waits, and logs in once the agent is done.
+    for how in ("new inode", "reused inode"):
+        with T.Env() as env:
+            ms = msgs(5)
+            setup(env, ms)
+            lock = env.mbox("u") + ".lock"
+            c = subprocess.Popen(["true"])
+            c.wait()
+            with open(lock, "wb") as f:
+                f.write(b"%d\n" % c.pid)
+            e = dict(os.environ, POP3D_PAUSE="dotlock-stale")
+            e.pop("POP3D_FAULT", None)
+            errf = os.path.join(env.dir, "pause.stderr")
+            p = T.Pop3([FI_BIN] + env.argv(), errf, env=e)
+            env.procs.append(p)
+            p.expect_ok("greeting")
+            p.ok("USER u")
+            p.send("PASS pw\r\n")
+            stopped(p.proc.pid)
+            ours = b"%d\n" % os.getpid()
+            if how == "new inode":
+                with open(lock + ".new", "wb") as f:
+                    f.write(ours)
+                os.rename(lock + ".new", lock)
+            else:
+                time.sleep(0.02)      # past a coarse clock's tick
+                with open(lock, "r+b") as f:
+                    f.write(ours)
+                    f.truncate()
+            ino = os.stat(lock).st_ino
+            os.kill(p.proc.pid, signal.SIGCONT)
+            try:
+                p.expect_silence(1.0)
+                eq(os.stat(lock).st_ino, ino, "%s: our lock" % how)
+                with open(lock, "rb") as f:
+                    eq(f.read(), ours, "%s: our lock's content" % how)
+            finally:
+                os.unlink(lock)
+            p.expect_ok("PASS after our lock went away (%s)" % how)
+            p.ok("DELE 1")
+            p.quit()
+            eq(env.read_mbox("u"), expected(ms, {1}), "mbox after QUIT")
+
+
 if __name__ == "__main__":
     T.main()

@@ -1304,6 +1304,64 @@ def dotlock_and_fcntl_lock_are_waited_for():
         p.quit()
 
 
+def dead_pid():
+    """The pid of a process that has just exited."""
+    import subprocess
+    c = subprocess.Popen(["true"])
+    c.wait()
+    return c.pid
+
+
+@test
+def stale_dotlocks_are_removed_live_ones_waited_for():
+    # A dotlock left by a crash (its pid is gone, or it is older than
+    # 300 s, readable or not) is removed and the login goes on at once.
+    # One whose pid is alive, or that holds no pid (yet) or garbage, or
+    # that the session may not read, is waited for.
+    with env_with(five()) as env:
+        lock = env.mbox("alice") + ".lock"
+        live = b"%d\n" % os.getpid()
+        for what, content, age in [("dead pid", b"%d\n" % dead_pid(), 0),
+                                   ("301 s old", live, 301),
+                                   ("unreadable 301 s old", live, 301)]:
+            with open(lock, "wb") as f:
+                f.write(content)
+            if what.startswith("unreadable"):
+                os.chmod(lock, 0)
+            if age:
+                t = time.time() - age
+                os.utime(lock, (t, t))
+            p = env.start()
+            p.ok("USER alice")
+            t0 = time.monotonic()
+            p.ok("PASS " + PW, timeout=5 * SLOW)
+            print("# %s: lock removed, logged in after %.2fs"
+                  % (what, time.monotonic() - t0))
+            check(not os.path.exists(lock), "%s: a lock is left" % what)
+            eq(parse_stat(p.ok("STAT"))[0], 5, "STAT after a %s lock" % what)
+            p.quit()
+            check("removed stale " + lock in p.stderr(),
+                  "%s: no log line; stderr: %r" % (what, p.stderr()))
+        for what, content in [("live pid", live), ("no pid", b""),
+                              ("garbage", b"x\x00\n"),
+                              ("unreadable", b"%d\n" % dead_pid())]:
+            with open(lock, "wb") as f:
+                f.write(content)
+            if what == "unreadable":
+                os.chmod(lock, 0)       # its pid cannot be known
+            ino = os.stat(lock).st_ino
+            p = env.start()
+            p.ok("USER alice")
+            p.send("PASS " + PW + "\r\n")
+            try:
+                p.expect_silence(1.0)
+                eq(os.stat(lock).st_ino, ino, "%s: the lock" % what)
+            finally:
+                os.unlink(lock)
+            p.expect_ok("PASS after the %s lock went away" % what)
+            p.quit()
+
+
 @test
 def quit_waits_for_each_delivery_lock_alone():
     # UPDATE takes the fcntl lock and the dotlock, so an agent that takes
