@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -506,7 +507,11 @@ same_time(const struct timespec *a, const struct timespec *b)
 	return a->tv_sec == b->tv_sec && a->tv_nsec == b->tv_nsec;
 }
 
-/* Whether two stats are of one file, unchanged in name and links. */
+/*
+ * Whether two stats are of one file, untouched in between: a file made
+ * anew has another inode or, when the number was reused, another ctime
+ * (as does one written, renamed or chmod'ed since).
+ */
 static int
 same_file(const struct stat *a, const struct stat *b)
 {
@@ -524,7 +529,7 @@ static int
 dotlock_stale(const char *lock, struct stat *seen)
 {
 	struct stat st;
-	char buf[32];
+	char buf[32], *end;
 	ssize_t n;
 	long pid;
 	int fd;
@@ -542,7 +547,14 @@ dotlock_stale(const char *lock, struct stat *seen)
 	if (n <= 0)
 		return 0;
 	buf[n] = '\0';
-	if (sscanf(buf, "%ld", &pid) != 1 || pid <= 0)
+	/*
+	 * A number beyond pid_t is no pid: cast, it would name -1 (every
+	 * process we may signal) or a process group, whose absence says
+	 * nothing of the lock's owner.
+	 */
+	errno = 0;
+	pid = strtol(buf, &end, 10);
+	if (end == buf || errno == ERANGE || pid <= 0 || pid > INT_MAX)
 		return 0;
 	return kill((pid_t)pid, 0) == -1 && errno == ESRCH;
 }

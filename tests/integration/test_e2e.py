@@ -1344,7 +1344,11 @@ def stale_dotlocks_are_removed_live_ones_waited_for():
                   "%s: no log line; stderr: %r" % (what, p.stderr()))
         for what, content in [("live pid", live), ("no pid", b""),
                               ("garbage", b"x\x00\n"),
-                              ("unreadable", b"%d\n" % dead_pid())]:
+                              ("unreadable", b"%d\n" % dead_pid()),
+                              # Beyond pid_t: no pid, not -1 or a group.
+                              ("2^32 - 1", b"4294967295\n"),
+                              ("2^31", b"2147483648\n"),
+                              ("40 digits", b"9" * 40 + b"\n")]:
             with open(lock, "wb") as f:
                 f.write(content)
             if what == "unreadable":
