@@ -77,6 +77,16 @@ maildir_path(const struct maildrop *md, size_t i, char *buf)
 	return buf;
 }
 
+/* Closes a descriptor on an error path, keeping the error's errno. */
+static void
+close_quietly(int fd)
+{
+	int saved = errno;
+
+	(void)close(fd);
+	errno = saved;
+}
+
 /*
  * The path of message i as it may go into the log: a name is any bytes
  * but '/', and a newline in one must not forge a log line.  Bytes outside
@@ -530,9 +540,7 @@ out:
 	DIR *d;
 
 	if ((d = fdopendir(dfd)) == NULL) {
-		saved = errno;
-		(void)close(dfd);
-		errno = saved;
+		close_quietly(dfd);
 		return -1;
 	}
 	for (;;) {
@@ -706,18 +714,15 @@ static int
 maildir_regular(int fd, uint64_t *size)
 {
 	struct stat st;
-	int saved;
 
-	if (fstat(fd, &st) == -1)
-		saved = errno;
-	else if (!S_ISREG(st.st_mode))
-		saved = ENOENT;		/* a FIFO or device now */
-	else {
-		*size = (uint64_t)st.st_size;
-		return 0;
+	if (fstat(fd, &st) == 0) {
+		if (S_ISREG(st.st_mode)) {
+			*size = (uint64_t)st.st_size;
+			return 0;
+		}
+		errno = ENOENT;		/* a FIFO or device now */
 	}
-	(void)close(fd);
-	errno = saved;
+	close_quietly(fd);
 	return -1;
 }
 
@@ -755,7 +760,7 @@ maildir_open_read(struct maildrop *md, size_t i, uint64_t *size,
     size_t *got)
 {
 	ssize_t n;
-	int fd, saved;
+	int fd;
 
 	if ((fd = maildir_open_fd(md, i, 1)) == -1)
 		return -1;
@@ -763,9 +768,7 @@ maildir_open_read(struct maildrop *md, size_t i, uint64_t *size,
 		n = pread(fd, maildrop_buf(), POP3D_MAILBUF, 0);
 	while (n == -1 && errno == EINTR);
 	if (n == -1) {
-		saved = errno;
-		(void)close(fd);
-		errno = saved;
+		close_quietly(fd);
 		return -1;
 	}
 	*got = (size_t)n;
@@ -803,9 +806,7 @@ maildir_measure(struct maildrop *md, size_t i)
 		goto unreadable;
 	}
 	if (maildir_count_fd(fd, &c, 0) == -1) {
-		saved = errno;
-		(void)close(fd);
-		errno = saved;
+		close_quietly(fd);
 		goto unreadable;
 	}
 	(void)close(fd);		/* read-only: nothing to lose */
@@ -1081,7 +1082,7 @@ maildir_move(struct maildrop *md, size_t i)
 static int
 maildir_sync_dir(struct maildrop *md, const char *sub)
 {
-	int dfd, saved;
+	int dfd;
 
 	dfd = openat(md->fd, sub, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
 	    O_CLOEXEC);
@@ -1089,9 +1090,7 @@ maildir_sync_dir(struct maildrop *md, const char *sub)
 		return -1;
 	/* EINVAL: a file system that cannot sync directories. */
 	if (fsync(dfd) == -1 && errno != EINVAL) {
-		saved = errno;
-		(void)close(dfd);
-		errno = saved;
+		close_quietly(dfd);
 		return -1;
 	}
 	return close(dfd);
