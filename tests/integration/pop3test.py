@@ -149,6 +149,14 @@ def mbox_bytes(msgs):
     return b"".join(out)
 
 
+def dead_pid():
+    """The pid of a process that has just exited (for dotlocks whose
+    owner is gone)."""
+    c = subprocess.Popen(["true"])
+    c.wait()
+    return c.pid
+
+
 def split_lines(msg):
     """The lines of a stored message (LF or CRLF ends a line)."""
     if msg == b"":

@@ -503,10 +503,8 @@ def dotlock_made_anew_while_judged_stale_is_kept():
             ms = msgs(5)
             setup(env, ms)
             lock = env.mbox("u") + ".lock"
-            c = subprocess.Popen(["true"])
-            c.wait()
             with open(lock, "wb") as f:
-                f.write(b"%d\n" % c.pid)
+                f.write(b"%d\n" % T.dead_pid())
             e = dict(os.environ, POP3D_PAUSE="dotlock-stale")
             e.pop("POP3D_FAULT", None)
             errf = os.path.join(env.dir, "pause.stderr")

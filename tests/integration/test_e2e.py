@@ -15,10 +15,10 @@ import time
 sys.dont_write_bytecode = True     # no __pycache__ in the work tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from pop3test import (IS_ROOT, MAIL_GID, MAIL_UID, READ_TIMEOUT,  # noqa
-                      SLOW, VALGRIND, Env, Skip, check, eq, main, make_hash,
-                      mbox_bytes, message, envelope, parse_list, parse_stat,
-                      parse_uidl, short, split_lines, stuffed, test,
-                      top_stuffed, wire)
+                      SLOW, VALGRIND, Env, Skip, check, dead_pid, eq, main,
+                      make_hash, mbox_bytes, message, envelope, parse_list,
+                      parse_stat, parse_uidl, short, split_lines, stuffed,
+                      test, top_stuffed, wire)
 
 PW = "s3cret pass"
 
@@ -1302,14 +1302,6 @@ def dotlock_and_fcntl_lock_are_waited_for():
                 fcntl.lockf(f, fcntl.LOCK_UN)
         p.expect_ok("PASS after the fcntl lock went away")
         p.quit()
-
-
-def dead_pid():
-    """The pid of a process that has just exited."""
-    import subprocess
-    c = subprocess.Popen(["true"])
-    c.wait()
-    return c.pid
 
 
 @test
