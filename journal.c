@@ -79,8 +79,10 @@ struct jtail {
 /*
  * Test builds only: POP3D_FAULT="N:ACTION" makes the Nth mutating step of
  * UPDATE (write, fsync, ftruncate, rename, unlink, close) fail with EIO or
- * ENOSPC, or kills the process right before it (ACTION eio, enospc, kill).
- * POP3D_FAULT=count prints the number of steps taken on stderr at exit.
+ * ENOSPC, kills the process right before it, or stops it there (SIGSTOP)
+ * and then lets the step go through when it is continued (ACTION eio,
+ * enospc, kill, stop).  POP3D_FAULT=count prints the number of steps
+ * taken on stderr at exit.
  */
 static long fault_n = -1, fault_steps;
 static char fault_action[16];
@@ -111,6 +113,10 @@ fault_check(const char *op)
 		return 0;
 	if (strcmp(fault_action, "kill") == 0)
 		(void)raise(SIGKILL);
+	if (strcmp(fault_action, "stop") == 0) {
+		(void)raise(SIGSTOP);
+		return 0;
+	}
 	errno = strcmp(fault_action, "enospc") == 0 ? ENOSPC : EIO;
 	return -1;
 }

@@ -411,8 +411,8 @@ enum md_status	journal_recover(struct maildrop *);
 
 /*
  * Fault injection for tests (built with -DPOP3D_FAULTS only): FAULT(op)
- * before a mutating system call makes it fail or kills the process, as
- * the environment variable POP3D_FAULT says (journal.c).  PAUSE(point)
+ * before a mutating system call makes it fail, kills the process or stops
+ * it, as the environment variable POP3D_FAULT says (journal.c).  PAUSE(point)
  * stops the process (SIGSTOP) when POP3D_PAUSE names that point, so that
  * a test can change the files in a race window and then let it go on.
  */

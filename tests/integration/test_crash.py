@@ -13,8 +13,10 @@ spool without room for a journal.
 """
 import os
 import random
+import fcntl
 import resource
 import signal
+import struct
 import subprocess
 import time
 
@@ -537,6 +539,156 @@ def dotlock_made_anew_while_judged_stale_is_kept():
             p.ok("DELE 1")
             p.quit()
             eq(env.read_mbox("u"), expected(ms, {1}), "mbox after QUIT")
+
+
+def held_locks(env, pid, what):
+    """Checks that process pid holds every lock on u's mbox: the session
+    flock, the fcntl write lock and the dotlock.  A second descriptor of
+    the mbox that pop3d opened and closed would have dropped its fcntl
+    lock (POSIX drops all of a process's fcntl locks on a file when it
+    closes any descriptor of it), so this also checks that it never
+    did."""
+    path = env.mbox("u")
+    fd = os.open(path, os.O_RDWR)
+    try:
+        want = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+        got = struct.unpack("hhqqi4x", fcntl.fcntl(fd, fcntl.F_GETLK,
+                                                   want))
+        eq((got[0], got[4]), (fcntl.F_WRLCK, pid),
+           "%s: fcntl lock on the mbox (type, holder)" % what)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fail("%s: the session flock is not held" % what)
+        except BlockingIOError:
+            pass
+    finally:
+        os.close(fd)
+    try:
+        with open(path + ".lock", "rb") as f:
+            eq(f.read().strip(), b"%d" % pid, "%s: the dotlock's pid" % what)
+    except FileNotFoundError:
+        fail("%s: no dotlock" % what)
+
+
+def stop_at(env, step, script, append=None):
+    """A session stopped at the given mutating step of its QUIT: returns
+    the Pop3, with QUIT sent."""
+    e = dict(os.environ, POP3D_FAULT="%d:stop" % step)
+    e.pop("POP3D_PAUSE", None)
+    p = T.Pop3([FI_BIN] + env.argv(), os.path.join(env.dir, "stop.stderr"),
+               env=e)
+    env.procs.append(p)
+    p.expect_ok("greeting")
+    p.login("u", "pw")
+    if append is not None:
+        with open(env.mbox("u"), "ab") as f:
+            f.write(append)
+    for l in script.splitlines():
+        p.ok(l)
+    p.send("QUIT\r\n")
+    stopped(p.proc.pid)
+    return p
+
+
+@test
+def every_lock_is_held_at_every_step_of_update():
+    # Stopped before each mutating step of QUIT in turn (the journalled
+    # compaction, and the single truncate), the session holds all three
+    # locks on the mbox; continued, it finishes the QUIT as usual.
+    cases = (("DELE 2\r\nDELE 5\r\nDELE 6\r\nDELE 11\r\n", NEW),
+             ("DELE 11\r\nDELE 12\r\n", None))
+    for script, tail in cases:
+        with T.Env() as env:
+            ms = msgs(12, big=(3, 7))
+            setup(env, ms)
+            steps = count_steps(env, ms, script, tail)
+            check(steps >= 2, "UPDATE took only %d mutating steps" % steps)
+            deleted = {int(l.split()[1]) for l in script.splitlines()}
+            for step in range(1, steps + 1):
+                env.write_mbox("u", ms)
+                p = stop_at(env, step, script, tail)
+                try:
+                    held_locks(env, p.proc.pid, "step %d of %d" % (step,
+                                                                   steps))
+                finally:
+                    os.kill(p.proc.pid, signal.SIGCONT)
+                p.expect_ok("QUIT after step %d" % step)
+                p.expect_eof()
+                eq(p.wait(), 0, "exit status")
+                eq(env.read_mbox("u"), expected(ms, deleted, tail or b""),
+                   "mbox after QUIT stopped at step %d" % step)
+            print("# %s: %d steps, all locks held at each"
+                  % ("compaction" if tail else "truncate", steps))
+
+
+@test
+def every_lock_is_held_at_every_step_of_a_replay():
+    # A kill after the journal is complete leaves a crash for the next
+    # session to replay.  Stopped before each mutating step of that
+    # replay, the session holds all three locks; continued, it logs in
+    # on the completed mbox.
+    with T.Env() as env:
+        ms = msgs(12, big=(3, 7))
+        setup(env, ms)
+        script = "DELE 2\r\nDELE 5\r\n"
+        steps = count_steps(env, ms, script)
+        want = expected(ms, {2, 5})
+        crash = None
+        # The first kill that leaves a complete journal: the mbox is
+        # untouched yet, so the replay does all the moving.
+        for step in range(1, steps + 1):
+            env.write_mbox("u", ms)
+            run(env, FI_BIN, script, fault="%d:kill" % step)
+            names = os.listdir(env.maildir)
+            if any("journal" in n and not n.endswith(".new")
+                   for n in names):
+                crash = {}
+                for n in names:
+                    f = os.path.join(env.maildir, n)
+                    with open(f, "rb") as fh:
+                        crash[n] = (fh.read(), os.stat(f).st_mode & 0o7777)
+                break
+        check(crash is not None, "no kill left a complete journal")
+
+        def restore():
+            # The mbox in place: a journal names its inode, and one for
+            # another file is discarded.
+            for n in os.listdir(env.maildir):
+                if n != "u":
+                    os.unlink(os.path.join(env.maildir, n))
+            for n, (data, mode) in crash.items():
+                f = os.path.join(env.maildir, n)
+                with open(f, "r+b" if n == "u" else "wb") as fh:
+                    fh.write(data)
+                    fh.truncate()
+                env.own(f, mode)
+
+        restore()
+        errors = []
+        run(env, FI_BIN, "", fault="count", errors=errors)
+        n = [int(l.split()[1]) for l in errors
+             if l.startswith("pop3d-fault-steps ")]
+        check(n and n[0] >= 2, "replay took %r mutating steps" % n)
+        eq(env.read_mbox("u"), want, "mbox after the counted replay")
+        for step in range(1, n[0] + 1):
+            restore()
+            e = dict(os.environ, POP3D_FAULT="%d:stop" % step)
+            p = T.Pop3([FI_BIN] + env.argv(),
+                       os.path.join(env.dir, "stop.stderr"), env=e)
+            env.procs.append(p)
+            p.expect_ok("greeting")
+            p.ok("USER u")
+            p.send("PASS pw\r\n")
+            stopped(p.proc.pid)
+            try:
+                held_locks(env, p.proc.pid, "replay step %d of %d"
+                           % (step, n[0]))
+            finally:
+                os.kill(p.proc.pid, signal.SIGCONT)
+            p.expect_ok("PASS after the replay")
+            p.quit()
+            eq(env.read_mbox("u"), want, "mbox after the replay")
+        print("# replay: %d steps, all locks held at each" % n[0])
 
 
 if __name__ == "__main__":
