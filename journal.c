@@ -78,11 +78,12 @@ struct jtail {
 #ifdef POP3D_FAULTS
 /*
  * Test builds only: POP3D_FAULT="N:ACTION" makes the Nth mutating step of
- * UPDATE (write, fsync, ftruncate, rename, unlink, close) fail with EIO or
- * ENOSPC, kills the process right before it, or stops it there (SIGSTOP)
- * and then lets the step go through when it is continued (ACTION eio,
- * enospc, kill, stop).  POP3D_FAULT=count prints the number of steps
- * taken on stderr at exit.
+ * UPDATE (write, fsync, ftruncate, rename, unlink, close; for Maildir, the
+ * move to cur/) fail with EIO, ENOSPC or EINVAL (a file system that does
+ * not know a flag), kills the process right before it, or stops it there
+ * (SIGSTOP) and then lets the step go through when it is continued
+ * (ACTION eio, enospc, einval, kill, stop).  POP3D_FAULT=count prints the
+ * number of steps taken on stderr at exit.
  */
 static long fault_n = -1, fault_steps;
 static char fault_action[16];
@@ -117,7 +118,8 @@ fault_check(const char *op)
 		(void)raise(SIGSTOP);
 		return 0;
 	}
-	errno = strcmp(fault_action, "enospc") == 0 ? ENOSPC : EIO;
+	errno = strcmp(fault_action, "enospc") == 0 ? ENOSPC :
+	    strcmp(fault_action, "einval") == 0 ? EINVAL : EIO;
 	return -1;
 }
 

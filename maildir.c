@@ -636,7 +636,10 @@ maildir_find(struct maildrop *md, void *arg, const char *sub,
  * Looks for messages whose files vanished: a file that another client
  * renamed (an IMAP server moving it from new/ to cur/, or changing its
  * flags) keeps its unique part, and the table follows it to its new name.
- * The caller's idx is sorted here.  0 (whether or not found), or -1.
+ * Only for messages whose unique part is theirs alone (not MSG_SHARED):
+ * with two files of one unique part, the one found could be the other
+ * message's, and RETR would send it, or UPDATE unlink it.  The caller's
+ * idx is sorted here.  0 (whether or not found), or -1.
  */
 static int
 maildir_relocate(struct maildrop *md, size_t *idx, size_t n)
@@ -687,8 +690,10 @@ maildir_openat(struct maildrop *md, size_t i)
 
 /*
  * Opens message i for reading, following it when another client renamed
- * it (when follow is set).  The descriptor, or -1 with errno; ENOENT when
- * the message is gone.
+ * it (when follow is set).  A message that shares its unique part with
+ * another is never followed: a file found under that part may be the
+ * other's (maildir_relocate).  The descriptor, or -1 with errno; ENOENT
+ * when the message is gone.
  */
 static int
 maildir_open_fd(struct maildrop *md, size_t i, int follow)
@@ -696,7 +701,8 @@ maildir_open_fd(struct maildrop *md, size_t i, int follow)
 	int fd;
 
 	fd = maildir_openat(md, i);
-	if (fd == -1 && errno == ENOENT && follow) {
+	if (fd == -1 && errno == ENOENT && follow &&
+	    !(md->msgs[i].flags & MSG_SHARED)) {
 		if (maildir_relocate(md, &i, 1) == -1)
 			return -1;
 		fd = maildir_openat(md, i);
@@ -821,6 +827,65 @@ unreadable:
 	return 0;
 }
 
+/* A message that shares its unique part, and its file's inode number. */
+struct copy {
+	size_t		i;
+	uint64_t	ino;
+};
+
+static int
+maildir_copy_cmp(const void *a, const void *b, void *md)
+{
+	const struct copy *x = a, *y = b;
+	int c = maildir_dup_cmp(md, x->i, y->i);
+
+	if (c != 0)
+		return c;
+	if (x->ino != y->ino)
+		return x->ino < y->ino ? -1 : 1;
+	return x->i < y->i ? -1 : x->i > y->i;
+}
+
+/*
+ * Files that share a unique part (copies, or a delivery agent's slip) are
+ * told apart in their UIDLs by copy numbers (maildir_uidl).  They are
+ * given here in the order of the files' inode numbers, which a rename
+ * keeps, rather than in table order, which follows the names: an IMAP
+ * client that changes one copy's flags renames it, and with table order
+ * the copies could swap UIDLs, so that a client deleting by UIDL would
+ * delete the one it never downloaded.  A file that cannot be looked at
+ * sorts first, as inode 0.  0, or -1 with errno.
+ */
+static int
+maildir_number_copies(struct maildrop *md)
+{
+	struct copy *c;
+	char path[PATH_LEN];
+	struct stat st;
+	size_t i, n = 0;
+
+	for (i = 0; i < md->count; i++)
+		n += (md->msgs[i].flags & MSG_SHARED) != 0;
+	if (n == 0)
+		return 0;
+	if ((c = reallocarray(NULL, n, sizeof(*c))) == NULL)
+		return -1;
+	for (i = n = 0; i < md->count; i++) {
+		if (!(md->msgs[i].flags & MSG_SHARED))
+			continue;
+		c[n].i = i;
+		c[n++].ino = fstatat(md->fd, maildir_path(md, i, path), &st,
+		    AT_SYMLINK_NOFOLLOW) == 0 ? (uint64_t)st.st_ino : 0;
+	}
+	qsort_r(c, n, sizeof(*c), maildir_copy_cmp, md);
+	for (i = 0; i < n; i++)
+		md->msgs[c[i].i].dup = i > 0 &&
+		    maildir_dup_cmp(md, c[i - 1].i, c[i].i) == 0 ?
+		    md->msgs[c[i - 1].i].dup + 1 : 0;
+	free(c);
+	return 0;
+}
+
 static enum md_status
 maildir_lock(struct maildrop *md)
 {
@@ -911,7 +976,8 @@ maildir_open(struct maildrop *md)
 		}
 	}
 	md->count = j;
-	if (maildrop_dedup(md, maildir_dup_cmp) == -1) {
+	if (maildrop_dedup(md, maildir_dup_cmp) == -1 ||
+	    maildir_number_copies(md) == -1) {
 		log_msg(LOG_ERR, "maildrop %s: %s", md->path, strerror(errno));
 		return MD_TEMP;
 	}
@@ -1053,15 +1119,19 @@ out:
 /*
  * Moves a shown message from new/ to cur/ with an empty info ":2,", so
  * that mail readers stop treating it as new; the unique part, and with it
- * the UIDL, stays.  RENAME_NOREPLACE keeps a file already in cur/ under
- * that name from being replaced; a file system that does not know the
- * flag gets a plain rename.  0, or -1 with errno.
+ * the UIDL, stays.  A file already in cur/ under that name is never
+ * replaced: RENAME_NOREPLACE, or where the file system does not know the
+ * flag (NFS), a hard link and an unlink, which fail on an existing name
+ * too.  A crash between the two leaves the message under both names,
+ * shown twice, never lost.  Only a file system without hard links gets a
+ * plain rename, after a look that the name is free.  0, or -1 with errno.
  */
 static int
 maildir_move(struct maildrop *md, size_t i)
 {
 	const char *base = maildir_name(md, i) + MARK_LEN;
 	char name[PATH_LEN], to[PATH_LEN];
+	struct stat st;
 	int n;
 
 	maildir_path(md, i, name);
@@ -1071,9 +1141,20 @@ maildir_move(struct maildrop *md, size_t i)
 		errno = ENAMETOOLONG;
 		return -1;
 	}
-	if (renameat2(md->fd, name, md->fd, to, RENAME_NOREPLACE) == 0)
+	if (!FAULT("rename") &&
+	    renameat2(md->fd, name, md->fd, to, RENAME_NOREPLACE) == 0)
 		return 0;
 	if (errno != EINVAL)
+		return -1;
+	if (linkat(md->fd, name, md->fd, to, 0) == 0)
+		return unlinkat(md->fd, name, 0);
+	if (errno != EPERM && errno != EOPNOTSUPP && errno != ENOSYS)
+		return -1;
+	if (fstatat(md->fd, to, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+		errno = EEXIST;
+		return -1;
+	}
+	if (errno != ENOENT)
 		return -1;
 	return renameat(md->fd, name, md->fd, to);
 }
@@ -1111,8 +1192,8 @@ maildir_unlink(struct maildrop *md, size_t i, int *dirty)
 /*
  * RFC 1939 §6: unlinks the deleted messages and moves the others that
  * are still in new/ to cur/.  A message that vanished is looked for under
- * its new name; one that cannot be found is already gone, which is what
- * DELE asked for.  A failed move leaves the message in new/, where the
+ * its new name (unless it shares its unique part: maildir_relocate); one
+ * that cannot be found is already gone, which is what DELE asked for.  A failed move leaves the message in new/, where the
  * next session shows it again under the same UIDL: logged, not an error.
  * A failed unlink or directory sync is MD_TEMP.
  */
@@ -1131,6 +1212,8 @@ maildir_update(struct maildrop *md)
 		if (maildir_unlink(md, i, dirty) == 0)
 			continue;
 		if (errno == ENOENT) {
+			if (md->msgs[i].flags & MSG_SHARED)
+				continue;	/* not to be followed: gone */
 			if (lost == NULL && (lost = reallocarray(NULL,
 			    md->count, sizeof(*lost))) == NULL) {
 				log_msg(LOG_ERR, "maildrop %s: %s", md->path,
@@ -1169,10 +1252,12 @@ maildir_update(struct maildrop *md)
 			continue;
 		}
 		/* ENOENT: another client moved or removed it first. */
-		if (errno != ENOENT)
+		if (errno != ENOENT) {
+			dirty[0] = dirty[1] = 1;	/* a link may be made */
 			log_msg(LOG_WARNING, "maildrop %s: moving %s to cur/: "
 			    "%s", md->path, maildir_logmsg(md, i),
 			    strerror(errno));
+		}
 	}
 	for (i = 0; i < 2; i++)
 		if (dirty[i] && maildir_sync_dir(md, subs[i]) == -1) {

@@ -190,8 +190,11 @@ maildrop_dedup(struct maildrop *md,
 	qsort(idx, md->count, sizeof(*idx), dup_cmp);
 	/* Equal keys sort by position, so copies count in table order. */
 	for (i = 1; i < md->count; i++)
-		if (cmp(md, idx[i - 1], idx[i]) == 0)
+		if (cmp(md, idx[i - 1], idx[i]) == 0) {
 			md->msgs[idx[i]].dup = md->msgs[idx[i - 1]].dup + 1;
+			md->msgs[idx[i - 1]].flags |= MSG_SHARED;
+			md->msgs[idx[i]].flags |= MSG_SHARED;
+		}
 	free(idx);
 	return 0;
 }

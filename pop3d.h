@@ -174,6 +174,7 @@ struct msg {
 	uint32_t	 flags;
 #define MSG_DELETED	0x01
 #define MSG_RETRIEVED	0x02
+#define MSG_SHARED	0x04	/* another message has the same key (dedup) */
 };
 
 /* Where mbox message i lies in the file: md->loc.mbox[i]. */
@@ -285,8 +286,9 @@ struct msg *maildrop_append(struct maildrop *);
 /* Frees the table (msgs and loc) and empties it. */
 void	maildrop_free_table(struct maildrop *);
 /*
- * Gives identical copies distinct dup numbers, in table order (call after
- * the scan); cmp orders messages i and j by what makes them identical.
+ * Gives identical copies distinct dup numbers, in table order, and marks
+ * every message of such a group MSG_SHARED (call after the scan); cmp
+ * orders messages i and j by what makes them identical.
  */
 int	maildrop_dedup(struct maildrop *,
 	    int (*cmp)(const struct maildrop *, size_t i, size_t j));

@@ -9,12 +9,15 @@ mbox must be exactly one of two things: the original with the mail that was
 delivered during the session behind it (nothing deleted), or the same with
 exactly the deleted messages gone.  Plus random SIGKILLs during QUIT of a
 large mbox, a full disk through RLIMIT_FSIZE and a real small tmpfs, and a
-spool without room for a journal.
+spool without room for a journal.  Stopped before each step (of UPDATE
+and of a journal replay), the session must hold all its locks.  And a
+Maildir move to cur/ where RENAME_NOREPLACE is unknown must not replace.
 """
 import os
 import random
 import fcntl
 import resource
+import shutil
 import signal
 import struct
 import subprocess
@@ -689,6 +692,66 @@ def every_lock_is_held_at_every_step_of_a_replay():
             p.quit()
             eq(env.read_mbox("u"), want, "mbox after the replay")
         print("# replay: %d steps, all locks held at each" % n[0])
+
+
+@test
+def maildir_move_without_rename_flags_never_replaces():
+    # Where renameat2(RENAME_NOREPLACE) is not known (NFS: EINVAL), the
+    # move of a shown message from new/ to cur/ must still not replace a
+    # file already there under the target name.  new/B and cur/B:2, (a
+    # different message with B's unique part) exist; each move in turn
+    # fails with EINVAL and takes the fallback.
+    a = T.message(1, body=b"A\n")
+    b = T.message(2, body=b"B\n")
+    c = T.message(3, body=b"C, already in cur/\n")
+
+    def maildir(env):
+        root = env.mbox("u")
+        if os.path.isdir(root):
+            shutil.rmtree(root)
+        os.mkdir(root)
+        env.own(root, 0o700)
+        for sub in ("new", "cur", "tmp"):
+            os.mkdir(os.path.join(root, sub))
+            env.own(os.path.join(root, sub), 0o700)
+        for rel, data in (("new/1700000001.a.host", a),
+                          ("new/1700000002.b.host", b),
+                          ("cur/1700000002.b.host:2,", c)):
+            with open(os.path.join(root, rel), "wb") as f:
+                f.write(data)
+            env.own(os.path.join(root, rel), 0o600)
+
+    def state(env):
+        root = env.mbox("u")
+        out = {}
+        for sub in ("new", "cur", "tmp"):
+            for n in sorted(os.listdir(os.path.join(root, sub))):
+                with open(os.path.join(root, sub, n), "rb") as f:
+                    out[sub + "/" + n] = f.read()
+        return out
+
+    want = {"cur/1700000001.a.host:2,": a, "new/1700000002.b.host": b,
+            "cur/1700000002.b.host:2,": c}
+    with T.Env() as env:
+        env.add_user("u", "pw")
+        maildir(env)
+        errors = []
+        run(env, FI_BIN, "", fault="count", errors=errors)
+        steps = [int(l.split()[1]) for l in errors
+                 if l.startswith("pop3d-fault-steps ")]
+        eq(steps, [2], "moves to cur/ (one per shown new/ message)")
+        eq(state(env), want, "after a QUIT with rename flags")
+        for step in (1, 2):
+            maildir(env)
+            errors = []
+            out, rc = run(env, FI_BIN, "", fault="%d:einval" % step,
+                          errors=errors)
+            eq(rc, 0, "step %d: exit status" % step)
+            eq(state(env), want, "step %d: the Maildir after QUIT" % step)
+            check(any("moving" in l and "File exists" in l
+                      for l in errors),
+                  "step %d: the refused move is not logged: %r"
+                  % (step, errors[-3:]))
 
 
 if __name__ == "__main__":

@@ -527,6 +527,42 @@ def files_renamed_by_another_client_are_followed():
 
 
 @test
+def copies_of_one_unique_part_are_never_followed():
+    # new/X and cur/X:2,S share their unique part: two messages.  When
+    # one's file vanishes, the file left under that unique part is the
+    # other's: RETR must not send it as the first, nor UPDATE unlink it
+    # for the first's DELE.  Renamed away, a copy is not followed either.
+    a = message(1, body=b"copy A\n")
+    b = message(2, body=b"copy B, must survive\n")
+    for how in ("retr", "quit", "both renamed"):
+        with Env() as env:
+            env.add_user("alice", PW)
+            md = Maildir(env)
+            md.put("new/1700000000.x.host", a)
+            md.put("cur/1700000000.x.host:2,S", b)
+            p = env.session("alice", PW)
+            eq(parse_stat(p.ok("STAT"))[0], 2, "STAT")
+            os.unlink(md.path("new/1700000000.x.host"))  # expunged
+            left = {"1700000000.x.host:2,S": b}
+            if how == "both renamed":
+                os.rename(md.path("cur/1700000000.x.host:2,S"),
+                          md.path("cur/1700000000.x.host:2,ST"))
+                left = {"1700000000.x.host:2,ST": b}
+                r = p.err("RETR 2")
+                check("[SYS/TEMP]" in r, "RETR 2: %r" % r)
+                p.ok("DELE 2")
+            if how != "quit":
+                r = p.err("RETR 1")
+                check("[SYS/TEMP]" in r, "RETR 1: %r" % r)
+            if how == "retr":
+                eq(retr(p, 2), stuffed(b), "RETR 2")
+            p.ok("DELE 1")
+            p.quit()
+            eq(md.state()["cur"], left, "%s: cur/ after QUIT" % how)
+            eq(md.state()["new"], {}, "%s: new/ after QUIT" % how)
+
+
+@test
 def hostile_names_forge_no_log_lines():
     # A DEL and an 8-bit byte (two in UTF-8) too: each logged as '?'.
     evil = "1700000000.evil\x7f\xe9\npop3d[1] forged line"

@@ -831,52 +831,117 @@ Test(uidl, invalid_names_hashed)
 	tmpdir_remove(dir);
 }
 
+/* The inode number of dir/rel. */
+static ino_t
+ino_at(const char *dir, const char *rel)
+{
+	char path[1024];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, rel);
+	cr_assert_eq(lstat(path, &st), 0, "%s", path);
+	return st.st_ino;
+}
+
+/*
+ * The UIDL that copy k (0 for the first) of unique part base gets: base
+ * itself for the first, the digest with "-k" for the others.
+ */
+static void
+copy_uidl(const char *base, unsigned k, char *out)
+{
+	if (k == 0) {
+		strcpy(out, base);
+		return;
+	}
+	md5hex(base, strlen(base), out);
+	snprintf(out + 32, 16, "-%u", k);
+}
+
 Test(uidl, same_unique_part_twice_stays_unique)
 {
 	char *dir = md_make(), a[POP3D_UIDL_MAX + 1], b[POP3D_UIDL_MAX + 1];
 	char exp[64];
 	struct maildrop md;
+	int first;
 
 	puts_(dir, "new/1700000000.x.host", MSG);
 	puts_(dir, "cur/1700000000.x.host:2,S", MSG);
+	first = ino_at(dir, "new/1700000000.x.host") <
+	    ino_at(dir, "cur/1700000000.x.host:2,S") ? 0 : 1;
 	md_open(&md, dir);
 	cr_assert_eq(md.count, 2);
-	uidl_of(&md, 0, a);
-	uidl_of(&md, 1, b);
 	/* "1700000000.x.host" sorts before "1700000000.x.host:2,S". */
 	cr_assert_str_eq(name_of(&md, 0), "new/1700000000.x.host");
-	cr_assert_str_eq(a, "1700000000.x.host");
-	md5hex("1700000000.x.host", 17, exp);
-	memcpy(exp + 32, "-1", 3);
+	cr_assert(md.msgs[0].flags & MSG_SHARED);
+	cr_assert(md.msgs[1].flags & MSG_SHARED);
+	uidl_of(&md, 0, a);
+	uidl_of(&md, 1, b);
+	copy_uidl("1700000000.x.host", first != 0, exp);
+	cr_assert_str_eq(a, exp);
+	copy_uidl("1700000000.x.host", first == 0, exp);
 	cr_assert_str_eq(b, exp);
 	maildrop_close(&md);
 	tmpdir_remove(dir);
 }
 
-Test(uidl, copies_counted_in_table_order_past_other_names)
+/*
+ * Copies are numbered in the order of their inode numbers, which a
+ * rename keeps, not in table order, which follows the names: a flag
+ * change by an IMAP client must not move a UIDL to the other copy.
+ */
+Test(uidl, copies_numbered_by_inode_past_other_names)
 {
+	static const char *const rel[3] = { "new/1700000000.x.host",
+	    "cur/1700000000.x.host:2,R", "cur/1700000000.x.host:2,S" };
 	char *dir = md_make(), uid[POP3D_UIDL_MAX + 1], exp[64];
+	char held[3][POP3D_UIDL_MAX + 1];
+	ino_t ino[3];
 	struct maildrop md;
+	unsigned k, j, rank;
+	size_t i;
 
-	/* Sorted: X, X,foo (another unique part), X:2,R, X:2,S. */
-	puts_(dir, "cur/1700000000.x.host:2,S", MSG);
-	puts_(dir, "new/1700000000.x.host", MSG);
-	puts_(dir, "cur/1700000000.x.host:2,R", MSG);
+	puts_(dir, rel[2], MSG);
+	puts_(dir, rel[0], MSG);
+	puts_(dir, rel[1], MSG);
 	puts_(dir, "cur/1700000000.x.host,foo:2,", MSG);
+	for (k = 0; k < 3; k++)
+		ino[k] = ino_at(dir, rel[k]);
+	/* Sorted: X, X,foo (another unique part), X:2,R, X:2,S. */
 	md_open(&md, dir);
 	cr_assert_eq(md.count, 4);
 	cr_assert_str_eq(name_of(&md, 1), "cur/1700000000.x.host,foo:2,");
-	uidl_of(&md, 0, uid);
-	cr_assert_str_eq(uid, "1700000000.x.host");
+	cr_assert(!(md.msgs[1].flags & MSG_SHARED));
 	uidl_of(&md, 1, uid);
 	cr_assert_str_eq(uid, "1700000000.x.host,foo");
-	md5hex("1700000000.x.host", 17, exp);
-	memcpy(exp + 32, "-1", 3);
-	uidl_of(&md, 2, uid);
-	cr_assert_str_eq(uid, exp);
-	memcpy(exp + 32, "-2", 3);
-	uidl_of(&md, 3, uid);
-	cr_assert_str_eq(uid, exp);
+	for (k = 0; k < 3; k++) {
+		i = k == 0 ? 0 : k + 1;
+		cr_assert_str_eq(name_of(&md, i), rel[k]);
+		for (j = rank = 0; j < 3; j++)
+			rank += ino[j] < ino[k];
+		copy_uidl("1700000000.x.host", rank, exp);
+		uidl_of(&md, i, held[k]);
+		cr_assert_str_eq(held[k], exp, "%s", rel[k]);
+	}
+	maildrop_close(&md);
+	/* An IMAP client moves the new one to cur/ with a flag that sorts
+	 * it last: X,foo, X:2,R, X:2,S, X:2,T.  Each file keeps its UIDL. */
+	{
+		char from[1024], to[1024];
+
+		snprintf(from, sizeof(from), "%s/%s", dir, rel[0]);
+		snprintf(to, sizeof(to), "%s/cur/1700000000.x.host:2,T", dir);
+		cr_assert_eq(rename(from, to), 0);
+	}
+	md_open(&md, dir);
+	cr_assert_eq(md.count, 4);
+	cr_assert_str_eq(name_of(&md, 3), "cur/1700000000.x.host:2,T");
+	for (k = 0; k < 3; k++) {
+		i = k == 0 ? 3 : k;
+		uidl_of(&md, i, uid);
+		cr_assert_str_eq(uid, held[k], "%s after the rename",
+		    rel[k]);
+	}
 	maildrop_close(&md);
 	tmpdir_remove(dir);
 }
