@@ -3,7 +3,10 @@
  *
  * The line reader distrusts every byte: lines are bounded (RFC 2449 §4),
  * NUL and bare CR are refused, and a read waits at most the idle timeout
- * (RFC 1939 §3) through poll(2).  Output collects in one buffer and leaves
+ * (RFC 1939 §3) through poll(2).  A write that makes no progress for as
+ * long fails with ETIMEDOUT, so that a client that stops reading cannot
+ * hold the session, and its maildrop lock, forever (on a socket through
+ * SO_SNDTIMEO, elsewhere through poll).  Output collects in one buffer and leaves
  * when the buffer fills or when the reader is about to wait, so that a run
  * of pipelined commands is answered in few writes (RFC 2449 §6.6) and a
  * whole RETR leaves in buffer-sized writes.  Runs as whatever user the
@@ -11,11 +14,14 @@
  * unprivileged user, afterwards the mail user.
  */
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
@@ -33,9 +39,19 @@
 
 #include "pop3d.h"
 
+/* How io_flush bounds a write (io->outwait). */
+enum {
+	OUT_SOCKET,		/* SO_SNDTIMEO: a send gives up by itself */
+	OUT_POLL,		/* a pipe or a terminal: poll, then at most
+				   PIPE_BUF, which a writable pipe takes whole */
+	OUT_FILE		/* a regular file (tests, fuzzing): never waits */
+};
+
 void
 io_init(struct io *io, int in, int out, int timeout_secs)
 {
+	struct stat st;
+	struct timeval tv;
 	int one = 1;
 
 	io->in = in;
@@ -46,6 +62,14 @@ io_init(struct io *io, int in, int out, int timeout_secs)
 	io->err = 0;
 	io->bol = 1;
 	io->cr = 0;
+	tv.tv_sec = io->timeout_ms / 1000;
+	tv.tv_usec = (io->timeout_ms % 1000) * 1000;
+	if (setsockopt(out, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) == 0)
+		io->outwait = OUT_SOCKET;
+	else if (fstat(out, &st) == 0 && S_ISREG(st.st_mode))
+		io->outwait = OUT_FILE;
+	else
+		io->outwait = OUT_POLL;
 	/*
 	 * Nagle's algorithm would hold back the small last segment of a
 	 * response until the client ACKs, which a client with delayed ACKs
@@ -75,12 +99,29 @@ io_flush(struct io *io)
 	size_t off = 0;
 
 	while (!io->err && off < io->outlen) {
-		ssize_t n = write(io->out, io->outbuf + off, io->outlen - off);
+		size_t want = io->outlen - off;
+		ssize_t n;
 
+		if (io->outwait == OUT_POLL) {
+			struct pollfd pfd = { .fd = io->out, .events = POLLOUT };
+			int r = poll(&pfd, 1, io->timeout_ms);
+
+			if (r == -1 && errno == EINTR)
+				continue;
+			if (r <= 0) {
+				io->err = r == 0 ? ETIMEDOUT : errno;
+				break;
+			}
+			if (want > PIPE_BUF)
+				want = PIPE_BUF;
+		}
+		n = write(io->out, io->outbuf + off, want);
 		if (n == -1) {
 			if (errno == EINTR)
 				continue;
-			io->err = errno;
+			/* SO_SNDTIMEO ran out with nothing sent. */
+			io->err = errno == EAGAIN || errno == EWOULDBLOCK ?
+			    ETIMEDOUT : errno;
 			break;
 		}
 		off += (size_t)n;
@@ -221,7 +262,7 @@ io_preload(struct io *io, const void *p, size_t n)
 enum io_line
 io_readline_max(struct io *io, char *line, size_t max, size_t *len)
 {
-	int64_t deadline = now_ms() + io->timeout_ms;
+	int64_t deadline = -1;
 	int toolong = 0;
 	const unsigned char *lf;
 
@@ -244,6 +285,9 @@ io_readline_max(struct io *io, char *line, size_t max, size_t *len)
 		}
 		if (io->outlen > 0 && io_flush(io) == -1)
 			return IO_ERROR;
+		/* The client is idle from when it has all our output. */
+		if (deadline == -1)
+			deadline = now_ms() + io->timeout_ms;
 		r = fill(io, deadline);
 		if (r == 0)
 			return IO_EOF;

@@ -98,7 +98,9 @@ void	log_msg(int prio, const char *fmt, ...)
 /* io.c: the connection. */
 struct io {
 	int		 in, out;
-	int		 timeout_ms;	/* idle deadline for io_readline */
+	int		 timeout_ms;	/* idle deadline for io_readline, and
+					   for a write that makes no progress */
+	int		 outwait;	/* how a write is bounded (io_init) */
 	size_t		 inoff, inlen;	/* unread input is in[inoff..inlen) */
 	size_t		 outlen;
 	int		 err;		/* sticky: a write failed */
@@ -115,7 +117,8 @@ enum io_line {
 	IO_BADBYTE,		/* NUL or bare CR; discarded up to LF */
 	IO_EOF,			/* the client closed (a partial line dropped) */
 	IO_TIMEOUT,		/* no complete line within the deadline */
-	IO_ERROR		/* read failed; errno set */
+	IO_ERROR		/* read or flush failed; errno set (io.err
+				   too when it was the flush) */
 };
 
 /* Sets up buffers on two fds; sets TCP_NODELAY where out is a socket. */

@@ -682,6 +682,18 @@ bad:
 	return OUT_CONTINUE;
 }
 
+/* Logs why output could not go; the session then ends, with no UPDATE. */
+static void
+log_write_error(const struct session *s)
+{
+	if (s->io->err == ETIMEDOUT)
+		/* RFC 1939 §3: it took no output for the idle timeout. */
+		log_msg(LOG_INFO, "idle timeout: the client reads nothing");
+	else
+		log_msg(LOG_INFO, "connection write: %s",
+		    strerror(s->io->err));
+}
+
 /* Reads and runs commands until a handler ends the state. */
 static enum outcome
 loop(struct session *s)
@@ -709,15 +721,18 @@ loop(struct session *s)
 		case IO_EOF:
 			return OUT_FAIL;
 		case IO_ERROR:
-			log_msg(LOG_INFO, "connection read: %s", strerror(errno));
+			if (s->io->err != 0)
+				log_write_error(s);	/* the flush before */
+			else
+				log_msg(LOG_INFO, "connection read: %s",
+				    strerror(errno));
 			return OUT_FAIL;
 		}
 		clock_gettime(CLOCK_MONOTONIC, &s->cmd_start);
 		o = dispatch(s, line);
 		explicit_bzero(line, sizeof(line));	/* may hold a password */
 		if (s->io->err != 0) {
-			log_msg(LOG_INFO, "connection write: %s",
-			    strerror(s->io->err));
+			log_write_error(s);
 			return OUT_FAIL;
 		}
 		if (o != OUT_CONTINUE)

@@ -9,16 +9,19 @@ import base64
 import hashlib
 import os
 import resource
+import socket
+import subprocess
 import sys
 import time
 
 sys.dont_write_bytecode = True     # no __pycache__ in the work tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pop3test import (IS_ROOT, MAIL_GID, MAIL_UID, READ_TIMEOUT,  # noqa
-                      SLOW, VALGRIND, Env, Skip, check, dead_pid, eq, main,
-                      make_hash, mbox_bytes, message, envelope, parse_list,
-                      parse_stat, parse_uidl, short, split_lines, stuffed,
-                      test, top_stuffed, wire)
+from pop3test import (BIN, IS_ROOT, MAIL_GID, MAIL_UID, READ_TIMEOUT,  # noqa
+                      SLOW, VALGRIND, VALGRIND_CMD, Env, Skip, check,
+                      dead_pid, eq, fail, main, make_hash, mbox_bytes,
+                      message, envelope, parse_list, parse_stat,
+                      parse_uidl, short, split_lines, stuffed, test,
+                      top_stuffed, wire)
 
 PW = "s3cret pass"
 
@@ -867,6 +870,100 @@ def idle_timeout():
         p.send(b"QUI")
         p.expect_eof(timeout=10 * SLOW)
         eq(env.read_mbox("alice"), mbox_bytes(five()), "mbox after timeout")
+
+
+def big_and_small():
+    """A ~1.5 MB message and two small ones."""
+    return [message(1, body=(b"y" * 76 + b"\n") * 20000), message(2),
+            message(3)]
+
+
+@test
+def client_that_reads_nothing_is_dropped():
+    # RFC 1939 §3's autologout also when pop3d waits to write: a client
+    # that pipelines RETRs and then reads nothing, over a pipe (poll) and
+    # over a socket (SO_SNDTIMEO), is dropped after the idle timeout,
+    # with no UPDATE, and the maildrop is free again.
+    for transport in ("pipe", "socket"):
+        with env_with(big_and_small()) as env:
+            before = env.read_mbox("alice")
+            errpath = os.path.join(env.dir, "stall.stderr")
+            cmd = ([BIN] if not VALGRIND else VALGRIND_CMD + [BIN])
+            cmd += env.argv(t=1)
+            batch = b"USER alice\r\nPASS " + PW.encode() + \
+                b"\r\nDELE 2\r\n" + b"RETR 1\r\n" * 10
+            with open(errpath, "wb") as err:
+                if transport == "pipe":
+                    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE,
+                                            stdout=subprocess.PIPE,
+                                            stderr=err)
+                    proc.stdin.write(batch)
+                    proc.stdin.flush()
+                    ours = None
+                else:
+                    ours, theirs = socket.socketpair()
+                    proc = subprocess.Popen(cmd, stdin=theirs,
+                                            stdout=theirs, stderr=err)
+                    theirs.close()
+                    ours.sendall(batch)
+            try:
+                t0 = time.monotonic()
+                try:
+                    rc = proc.wait(timeout=10 * SLOW)
+                except subprocess.TimeoutExpired:
+                    fail("%s: pop3d -t 1 still waits to write after %ds"
+                         % (transport, 10 * SLOW))
+                took = time.monotonic() - t0
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                if ours is not None:
+                    ours.close()
+                else:
+                    proc.stdin.close()
+                    proc.stdout.close()
+            print("# %s: dropped %.2fs after the batch (-t 1)"
+                  % (transport, took))
+            check(rc not in (0, 99) and rc > 0,
+                  "%s: exit status %r" % (transport, rc))
+            with open(errpath, "rb") as f:
+                log = f.read().decode("latin-1")
+            check("idle timeout: the client reads nothing" in log,
+                  "%s: not logged as an idle timeout: %r"
+                  % (transport, log[-400:]))
+            eq(env.read_mbox("alice"), before,
+               "%s: mbox (DELE 2 must not be applied)" % transport)
+            q = env.session("alice", PW)
+            q.quit()
+
+
+@test
+def time_spent_writing_is_not_idle_time():
+    # The idle deadline starts when the client has all of pop3d's output:
+    # a client that reads a RETR slowly but steadily, for longer than the
+    # timeout, and then sends its next command at once, is not idle.
+    with env_with([message(1, body=(b"z" * 76 + b"\n") * 2800)]) as env:
+        p = env.session("alice", PW, t=1)
+        os.write(p.inp, b"RETR 1\r\n")
+        got = b""
+        t0 = time.monotonic()
+        while not got.endswith(b"\r\n.\r\n"):
+            time.sleep(0.25)
+            try:
+                chunk = os.read(p.out, 16384)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                fail("pop3d closed during the slow read: %r"
+                     % p.stderr()[-300:])
+            got += chunk
+        took = time.monotonic() - t0
+        check(took > 1.5, "the slow read took only %.2fs" % took)
+        check(got.startswith(b"+OK"), "RETR: %r" % got[:40])
+        r = p.cmd("NOOP")
+        eq(r, "+OK", "NOOP right after %.1fs of slow reading" % took)
+        p.quit()
 
 
 @test
