@@ -57,6 +57,30 @@ number(const char *s, int min, int max, const char *what)
 	return (int)n;
 }
 
+/*
+ * The host name for the greeting: 1 to POP3D_MAX_HOST printable octets,
+ * no space and no angle bracket, so that the greeting, which carries it
+ * twice when APOP is on, fits RFC 1939's 512 octets and the timestamp
+ * stays a msg-id (RFC 1939 §7).
+ */
+static const char *
+host_name(const char *s)
+{
+	size_t i, n = strlen(s);
+
+	for (i = 0; i < n; i++)
+		if ((unsigned char)s[i] <= 0x20 || (unsigned char)s[i] >= 0x7f ||
+		    s[i] == '<' || s[i] == '>')
+			break;
+	if (n == 0 || n > POP3D_MAX_HOST || i < n) {
+		fprintf(stderr, "pop3d: -n must be 1 to %d printable "
+		    "characters without spaces or angle brackets\n",
+		    POP3D_MAX_HOST);
+		exit(POP3D_EXIT_USAGE);
+	}
+	return s;
+}
+
 /* Makes sure fds 0-2 exist, and that stray writes to 2 reach no client. */
 static void
 fd_hygiene(int keep_stderr)
@@ -537,7 +561,7 @@ main(int argc, char *argv[])
 			cfg.maildrop = optarg;
 			break;
 		case 'n':
-			cfg.hostname = optarg;
+			cfg.hostname = host_name(optarg);
 			break;
 		case 't':
 			cfg.timeout = number(optarg, 1, 86400, "-t");
@@ -563,7 +587,7 @@ main(int argc, char *argv[])
 	if (cfg.hostname == NULL) {
 		if (gethostname(host, sizeof(host)) == -1)
 			strlcpy(host, "localhost", sizeof(host));
-		host[sizeof(host) - 1] = '\0';
+		host[POP3D_MAX_HOST] = '\0';	/* Linux allows 64 */
 		cfg.hostname = host;
 	}
 	log_init(cfg.log_stderr);

@@ -24,6 +24,8 @@
 #define POP3D_MAX_LINE		255
 /* RFC 1939 §3: an argument is at most 40 characters (PASS excepted). */
 #define POP3D_MAX_ARG		40
+/* -n: greeting "+OK HOST POP3 server ready <pid.time.hex@HOST>" <= 512. */
+#define POP3D_MAX_HOST		200
 /*
  * RFC 1939 §3 says ten minutes at least: the default is exactly that.
  * Shorter values are accepted for tests and for hosts that want them.
@@ -86,7 +88,7 @@ struct config {
 	int		 apop;		/* -A: offer APOP */
 	unsigned long	 min_uid;	/* -U: lowest uid of a system user */
 	/* RFC 1939 §7: the greeting's timestamp when APOP is offered. */
-	char		 stamp[128];
+	char		 stamp[POP3D_MAX_HOST + 64];
 };
 
 /* log.c */

@@ -158,7 +158,10 @@ static enum outcome
 cmd_capa(struct session *s, const char *arg, uint64_t n, uint64_t k)
 {
 	(void)arg, (void)n, (void)k;
-	/* RFC 2449 §5: advertise exactly what works. */
+	/*
+	 * RFC 2449 §5: advertise exactly what works, and what works before
+	 * login in both states (so SASL too, though AUTH is refused after).
+	 */
 	io_reply(s->io, "+OK Capability list follows");
 	io_reply(s->io, "TOP");
 	io_reply(s->io, "UIDL");
@@ -166,8 +169,7 @@ cmd_capa(struct session *s, const char *arg, uint64_t n, uint64_t k)
 	io_reply(s->io, "RESP-CODES");
 	io_reply(s->io, "AUTH-RESP-CODE");
 	io_reply(s->io, "PIPELINING");
-	if (s->state == ST_AUTH)
-		io_reply(s->io, "SASL PLAIN");	/* RFC 5034 §5 */
+	io_reply(s->io, "SASL PLAIN");	/* RFC 5034 §5 */
 	io_reply(s->io, "IMPLEMENTATION pop3d-%s", POP3D_VERSION);
 	io_reply(s->io, ".");
 	return OUT_CONTINUE;
@@ -319,6 +321,15 @@ cmd_apop(struct session *s, const char *arg, uint64_t n, uint64_t k)
 	return login(s, &c);
 }
 
+/* RFC 1939 §3: the idle timer ran out; the session ends with no UPDATE. */
+static void
+autologout(struct session *s)
+{
+	io_reply(s->io, "-ERR autologout: idle for too long");
+	(void)io_flush(s->io);
+	log_msg(LOG_INFO, "idle timeout");
+}
+
 /*
  * RFC 5034 with RFC 4616 PLAIN: the response is base64 of
  * authzid NUL authcid NUL password; an authzid other than the authcid is
@@ -333,7 +344,7 @@ cmd_auth(struct session *s, const char *arg, uint64_t n, uint64_t k)
 	const unsigned char *authcid, *pass, *end;
 	struct cred c;
 	size_t len;
-	int rawlen;
+	int rawlen, initial = 1;
 
 	(void)n, (void)k;
 	resp = strchr(arg, ' ');
@@ -361,18 +372,31 @@ cmd_auth(struct session *s, const char *arg, uint64_t n, uint64_t k)
 		case IO_BADBYTE:
 			io_reply(s->io, "-ERR NUL or bare CR in SASL response");
 			return OUT_CONTINUE;
+		case IO_TIMEOUT:
+			autologout(s);
+			return OUT_FAIL;
+		case IO_ERROR:
+			if (s->io->err == 0)
+				log_msg(LOG_INFO, "connection read: %s",
+				    strerror(errno));
+			return OUT_FAIL;	/* a write error: loop logs it */
 		default:
 			return OUT_FAIL;
 		}
 		resp = line;
+		initial = 0;
 	}
 	if (strcmp(resp, "*") == 0) {
 		io_reply(s->io, "-ERR authentication cancelled");
 		explicit_bzero(line, sizeof(line));
 		return OUT_CONTINUE;
 	}
-	/* "=" is an empty response (RFC 5034 §4). */
-	rawlen = strcmp(resp, "=") == 0 ? 0 :
+	/*
+	 * "=" is an empty initial response (RFC 5034 §4); after the
+	 * challenge an empty response is an empty line, and "=" is no
+	 * base64.
+	 */
+	rawlen = initial && strcmp(resp, "=") == 0 ? 0 :
 	    auth_base64(resp, strlen(resp), raw, sizeof(raw));
 	explicit_bzero(line, sizeof(line));
 	if (rawlen < 0) {
@@ -397,10 +421,13 @@ cmd_auth(struct session *s, const char *arg, uint64_t n, uint64_t k)
 	if (!auth_valid_name(c.user) || (authcid != raw &&
 	    ((size_t)(authcid - raw) != strlen(c.user) ||
 	    memcmp(raw, c.user, strlen(c.user)) != 0))) {
+		int named = auth_valid_name(c.user);
+
 		explicit_bzero(raw, sizeof(raw));
 		explicit_bzero(&c, sizeof(c));
-		return failed(s, "-", "AUTH-PLAIN",
-		    "authorization identity differs from the user");
+		return failed(s, "-", "AUTH-PLAIN", named ?
+		    "authorization identity differs from the user" :
+		    "invalid user name");
 	}
 	explicit_bzero(raw, sizeof(raw));
 	return login(s, &c);
@@ -707,16 +734,15 @@ loop(struct session *s)
 		case IO_LINE:
 			break;
 		case IO_TOOLONG:
+			s->user[0] = '\0';	/* a line, so no PASS: §7 */
 			io_reply(s->io, "-ERR line too long");
 			continue;
 		case IO_BADBYTE:
+			s->user[0] = '\0';
 			io_reply(s->io, "-ERR NUL or bare CR in command");
 			continue;
 		case IO_TIMEOUT:
-			/* RFC 1939 §3: autologout, with no UPDATE. */
-			io_reply(s->io, "-ERR autologout: idle for too long");
-			(void)io_flush(s->io);
-			log_msg(LOG_INFO, "idle timeout");
+			autologout(s);
 			return OUT_FAIL;
 		case IO_EOF:
 			return OUT_FAIL;

@@ -1111,7 +1111,9 @@ def apop_system_user_refused():
 # ============================================================ AUTH PLAIN
 
 @test
-def capa_lists_sasl_plain_before_login_only():
+def capa_lists_sasl_plain_in_both_states():
+    # RFC 2449 §5: "Capabilities available in the AUTHORIZATION state MUST
+    # be announced in both states."  AUTH itself is refused after login.
     with Env() as env:
         env.add_user("alice", "pw")
         env.write_mbox("alice", msgs(1))
@@ -1120,8 +1122,9 @@ def capa_lists_sasl_plain_before_login_only():
         check("SASL PLAIN" in caps, "CAPA before login: %r" % caps)
         p.login("alice", "pw")
         caps = p.ok_multi("CAPA")
-        check(not any(c.upper().startswith("SASL") for c in caps),
-              "CAPA after login lists SASL: %r" % caps)
+        eq([c for c in caps if c.upper().startswith("SASL")],
+           ["SASL PLAIN"], "CAPA after login")
+        p.err("AUTH PLAIN")
         p.quit()
 
 
@@ -1177,12 +1180,14 @@ def auth_plain_logins():
 @test
 def auth_plain_refusals():
     """AUTH PLAIN refuses with [AUTH], as a wrong PASS: a wrong password, an
-    unknown user, authzid other than authcid, "=" (empty response) as
-    initial response and after the challenge, no NULs, three NULs, an empty
-    authcid, a 256-octet password.  "*" after the challenge cancels (no
-    failure: -a 1 stays open); bad base64, an unknown mechanism, a second
-    word after the response and an over-long response are refused and the
-    session goes on."""
+    unknown user, authzid other than authcid, an empty response ("=" as
+    initial response, an empty line after the challenge), no NULs, three
+    NULs, an empty authcid, a 256-octet password, an authcid that is no
+    user name (logged as that, not as an authzid mismatch).  "*" after the
+    challenge cancels (no failure: -a 1 stays open); bad base64 ("=" after
+    the challenge too, RFC 5034 §4), an unknown mechanism, a second word
+    after the response and an over-long response are refused and the
+    session goes on.  Idle at the challenge is the autologout."""
     with Env() as env:
         env.add_user("alice", "pw")
         env.add_user("bob", "bobpw")
@@ -1199,13 +1204,22 @@ def auth_plain_refusals():
                 (b64("alice\0pw"), "one NUL"),
                 (b64("\0alice\0pw\0"), "three NULs"),
                 (b64("\0\0pw"), "empty authcid"),
-                (plain("alice", "p" * 256), "256-octet password")]:
+                (plain("alice", "p" * 256), "256-octet password"),
+                (plain("al ice", "pw"), "authcid with a space")]:
             if len("AUTH PLAIN " + resp) + 2 <= 255:
                 eq(p.cmd("AUTH PLAIN " + resp), AUTH_FAIL,
                    "initial response, " + what)
             eq(p.cmd("AUTH PLAIN"), "+ ", "challenge")
-            eq(p.cmd(resp), AUTH_FAIL, "after the challenge, " + what)
+            eq(p.cmd("" if resp == "=" else resp), AUTH_FAIL,
+               "after the challenge, " + what)
         p.ok("QUIT")
+        p.wait()
+        log = p.stderr()
+        check('user=- method=AUTH-PLAIN reason="invalid user name"' in log,
+              "an authcid with a space not logged as an invalid name: %r"
+              % log[-600:])
+        eq(log.count("authorization identity differs"), 4,
+           "authzid mismatches logged")
 
         p = env.start(a=1)
         eq(p.cmd("AUTH PLAIN"), "+ ", "challenge")
@@ -1221,6 +1235,9 @@ def auth_plain_refusals():
         eq(p.cmd("AUTH PLAIN"), "+ ", "challenge")
         p.err("a=b=")                     # bad base64 after the challenge
         eq(p.cmd("AUTH PLAIN"), "+ ", "challenge")
+        r = p.err("=")                    # only an initial response may be
+        check("[AUTH]" not in r, "'=' after the challenge: %r" % r)
+        eq(p.cmd("AUTH PLAIN"), "+ ", "challenge")
         r = p.err("QUFB" * 300)           # 1200 octets: over the SASL bound
         eq(p.cmd("NOOP"), "-ERR NOOP not valid in this state",
            "the next command after an over-long SASL response")
@@ -1229,6 +1246,15 @@ def auth_plain_refusals():
         check(r.startswith("+OK"), "login after cancel and malformed "
               "responses with -a 1: %r" % r)
         p.quit()
+
+        p = env.start(t=1)
+        eq(p.cmd("AUTH PLAIN"), "+ ", "challenge")
+        r = p.line(timeout=10 * SLOW)
+        check(r.startswith("-ERR") and "autologout" in r,
+              "-t 1, idle at the challenge: %r" % r)
+        p.expect_eof()
+        eq(p.wait(), EXIT_CLIENT, "exit status after the idle timeout")
+        check("idle timeout" in p.stderr(), "idle timeout not logged")
 
 
 # ========================================================= failed logins
@@ -1435,6 +1461,15 @@ def flag_n_and_default_hostname():
         check(stamp_of(p.greeting).endswith("@pop.example.net>"),
               "timestamp with -n: %r" % p.greeting)
         p.ok("QUIT")
+        # The longest name -n takes: the greeting, which carries it
+        # twice, still fits RFC 1939's 512 octets with its timestamp.
+        name = "h" * 192 + ".example"
+        p = env.start(n=name, extra=["-A"])
+        check(len(p.greeting) + 2 <= 512, "greeting of %d octets"
+              % (len(p.greeting) + 2))
+        check(stamp_of(p.greeting).endswith("@%s>" % name),
+              "timestamp with a 200-character -n: %r" % p.greeting)
+        p.ok("QUIT")
         args = env.argv(extra=["-A"])
         i = args.index("-n")
         del args[i:i + 2]
@@ -1604,7 +1639,9 @@ def flag_values_out_of_range():
         for args in [["-a", "0"], ["-a", "101"], ["-a", "x"], ["-D", "61"],
                      ["-D", "-1"], ["-U", "0"], ["-U", "abc"],
                      ["-U", "4294967296"], ["-t", "0"], ["-t", "86401"],
-                     ["-A", "x"], ["-a"]]:
+                     ["-A", "x"], ["-a"], ["-n", ""], ["-n", "x" * 201],
+                     ["-n", "pop example"], ["-n", "<pop>"],
+                     ["-n", "pop\x7f"]]:
             q = env.spawn(env.argv() + args)
             out = q.expect_eof()
             eq(q.wait(), EXIT_USAGE, "exit status with %r" % args)

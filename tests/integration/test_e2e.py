@@ -50,10 +50,12 @@ def retr(p, n):
 # ============================================================ greeting, CAPA
 
 # The brief asked for exactly these and no SASL; pop3d.8 (commit e8a90ea)
-# adds "SASL PLAIN" before login, which the tests follow.  Never STLS (no
-# TLS yet) and nothing about APOP (it has no capability).
-CAPS = {"TOP", "UIDL", "USER", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"}
-CAPS_AUTH = CAPS | {"SASL PLAIN"}
+# adds "SASL PLAIN", in both states as RFC 2449 §5 requires of what works
+# before login.  Never STLS (no TLS yet) and nothing about APOP (it has no
+# capability).
+CAPS = {"TOP", "UIDL", "USER", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING",
+        "SASL PLAIN"}
+CAPS_AUTH = CAPS
 
 
 def check_capa(lines, state):

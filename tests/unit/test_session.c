@@ -556,6 +556,38 @@ Test(authorize, pass_not_right_after_user, .timeout = 20)
 	expect_end(d);
 }
 
+/* A refused line (too long, NUL, bare CR) is a line too: no PASS after. */
+Test(authorize, refused_lines_cancel_the_user, .timeout = 20)
+{
+	char line[300];
+	struct dialog *d;
+	int i;
+
+	for (i = 0; i < 3; i++) {
+		d = dialog_new(5);
+		session_greet(&d->s);
+		client(d, "USER u\r\n");
+		if (i == 0)
+			write_all(d->sv[1], "NO\0OP", 5);
+		else if (i == 1)
+			client(d, "NOOP\rX");
+		else {
+			memset(line, 'X', sizeof(line));
+			write_all(d->sv[1], line, sizeof(line));
+		}
+		client(d, "\r\nPASS p\r\nQUIT\r\n");
+		cr_assert_eq(session_authorize(&d->s), SESSION_QUIT, "%d", i);
+		cr_assert_eq(d->v.calls, 0, "%d: PASS verified", i);
+		dialog_collect(d);
+		expect_ok(d, "greeting");
+		expect_ok(d, "USER");
+		expect_err(d, "the refused line");
+		expect_err(d, "PASS");
+		expect_ok(d, "QUIT");
+		expect_end(d);
+	}
+}
+
 Test(authorize, invalid_user_names_never_verified, .timeout = 20)
 {
 	char l[128];
