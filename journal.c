@@ -123,6 +123,17 @@ fault_check(const char *op)
 	return -1;
 }
 
+int
+fault_fail(const char *point)
+{
+	const char *e = getenv("POP3D_FAIL");
+
+	if (e == NULL || strcmp(e, point) != 0)
+		return 0;
+	errno = EIO;
+	return 1;
+}
+
 void
 fault_pause(const char *point)
 {
@@ -290,7 +301,9 @@ apply(struct maildrop *md, int jfd, const struct jhead *h, const char *jpath,
  * Writes the journal for moving n ranges of the mbox (src to dst), the
  * mbox being orig bytes long and final bytes once done.  It is written
  * beside path and renamed over it, so that an older journal there stays
- * whole until the new one is.
+ * whole until the new one is.  0 when it is in place and durable; 1 when
+ * it replaced an older journal but the directory sync failed (it stays);
+ * -1 with errno when there is none (an older one is still there).
  */
 static int
 write_journal(struct maildrop *md, const char *path, const char *dir,
@@ -299,10 +312,11 @@ write_journal(struct maildrop *md, const char *path, const char *dir,
 	unsigned char *jbuf = maildrop_buf();
 	struct jhead h;
 	struct jtail t;
+	struct stat st;
 	MD5_CTX ctx;
 	char tmp[1200];
 	size_t i;
-	int fd, ok = 0;
+	int fd, ok = 0, replacing;
 
 	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.new", path) >= sizeof(tmp)) {
 		errno = ENAMETOOLONG;
@@ -352,10 +366,20 @@ write_journal(struct maildrop *md, const char *path, const char *dir,
 out:
 	if ((FAULT("close") || close(fd) == -1) && ok)
 		ok = 0;
+	/* A replay's journal replaces the one it carries on (below). */
+	replacing = ok && lstat(path, &st) == 0;
 	if (ok && (FAULT("rename") || rename(tmp, path) == -1))
 		ok = 0;
 	else if (ok && sync_dir(dir) == -1) {
-		(void)unlink(path);	/* not durable: do nothing at all */
+		/*
+		 * Not durable.  A first journal goes again: nothing is done
+		 * at all, as QUIT will say.  One that replaced a journal
+		 * stays: the old one is gone, and either of them, whichever
+		 * the directory keeps, completes the work at the next login.
+		 */
+		if (replacing)
+			return 1;
+		(void)unlink(path);
 		ok = 0;
 	}
 	if (!ok) {
@@ -442,7 +466,13 @@ journal_compact(struct maildrop *md, const struct jrange *rg, size_t n,
 		    md->path);
 		return MD_PERM;
 	}
-	if (write_journal(md, path, dir, rg, n, orig, final) == -1) {
+	if ((r = write_journal(md, path, dir, rg, n, orig, final)) == 1) {
+		log_msg(LOG_ERR, "maildrop %s: journal %s written but its "
+		    "directory not synced: %s; the next login completes it",
+		    md->path, path, strerror(errno));
+		return MD_TEMP;
+	}
+	if (r == -1) {
 		int e = errno;
 
 		log_msg(LOG_ERR, "maildrop %s: journal %s: %s; nothing deleted",
@@ -514,8 +544,18 @@ journal_recover(struct maildrop *md)
 		    (unsigned long long)h.final);
 		goto out;
 	}
-	if (cur >= h.orig && digest(md->fd, h.final, h.orig, now) == 0 &&
-	    memcmp(now, h.stale, sizeof(now)) == 0) {
+	/*
+	 * The bytes the moves leave alone, [final, orig), tell whether the
+	 * mbox was truncated yet.  A read error tells nothing: the journal
+	 * stays for the next login.
+	 */
+	if (cur >= h.orig && (FAIL("digest") ||
+	    digest(md->fd, h.final, h.orig, now) == -1)) {
+		log_msg(LOG_ERR, "maildrop %s: reading it for journal %s: %s; "
+		    "the journal is kept", md->path, path, strerror(errno));
+		goto out;
+	}
+	if (cur >= h.orig && memcmp(now, h.stale, sizeof(now)) == 0) {
 		/* Not truncated yet: redo the moves. */
 		log_msg(LOG_NOTICE, "maildrop %s: replaying journal %s",
 		    md->path, path);

@@ -479,8 +479,11 @@ scan_range(struct maildrop *md, int fd, uint64_t start, uint64_t size,
 		s.cur->size += 2 - (s.line_len >= 1 && s.last == '\r');
 		s.prev_empty = 0;
 	}
-	if (in_line && s.envelope) {
-		/* A "From " line with no newline: a message with no bytes. */
+	if (in_line && s.envelope && !s.full) {
+		/*
+		 * A "From " line with no newline: a message with no bytes
+		 * (unless it is the one past the cap, which was not taken).
+		 */
 		s.at->data = size;
 		s.envelope = 0;
 		s.prev_empty = 0;

@@ -422,14 +422,19 @@ enum md_status	journal_recover(struct maildrop *);
  * it, as the environment variable POP3D_FAULT says (journal.c).  PAUSE(point)
  * stops the process (SIGSTOP) when POP3D_PAUSE names that point, so that
  * a test can change the files in a race window and then let it go on.
+ * FAIL(point) is true, with errno EIO, when POP3D_FAIL names that point:
+ * a read error where one must not be taken for an answer.
  */
 #ifdef POP3D_FAULTS
 int	fault_check(const char *op);
+int	fault_fail(const char *point);
 void	fault_pause(const char *point);
 #define FAULT(op)	(fault_check(op) == -1)
+#define FAIL(point)	fault_fail(point)
 #define PAUSE(point)	fault_pause(point)
 #else
 #define FAULT(op)	0
+#define FAIL(point)	0
 #define PAUSE(point)	((void)0)
 #endif
 

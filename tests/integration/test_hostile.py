@@ -681,6 +681,32 @@ def two_hundred_thousand_tiny_messages():
 
 
 @test
+def message_cap_keeps_the_rest_unseen():
+    # POP3D_MAX_MSGS (1,000,000) messages are shown; what lies behind is
+    # kept, unseen, like mail delivered during the session, whatever the
+    # first line past the cap is: a whole message, an envelope line with
+    # no newline at the end of the file, or one longer than the scan
+    # buffer (the last two crashed every login, found in review).
+    n = 1000000
+    for what, extra in (("a message", b"From b\n\nx\n"),
+                        ("an envelope without newline", b"From b"),
+                        ("a 70 KB envelope line",
+                         b"From " + b"b" * 70000 + b"\n\nx\n")):
+        raw = b"From a\n\n" * n + extra
+        with new_env(raw=raw) as env:
+            p = env.session(USER, PW)
+            eq(parse_stat(p.ok("STAT")), (n, 0), "STAT, %s past the cap"
+               % what)
+            p.ok("DELE 1")
+            quit_ok(p)
+            eq(env.read_mbox(USER), raw[len(b"From a\n\n"):],
+               "mbox after DELE 1, %s past the cap" % what)
+            check("over 1000000 messages" in p.stderr() or
+                  "not shown" in p.stderr(),
+                  "the cap is not logged: %r" % p.stderr()[-300:])
+
+
+@test
 def mbox_over_4_gib():
     hole = int(4.2 * 2**30)
     with new_env() as env:
