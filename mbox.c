@@ -588,7 +588,8 @@ dotlock_break(struct maildrop *md, const char *lock)
  * Creates <mbox>.lock the way that is safe even on NFS: a unique file,
  * link(2)ed to the lock name, and the link count tells whether we won.
  * 1 taken, 0 busy, -1 cannot (the directory does not let us: then we go
- * on without, as delivery agents do).
+ * on without, as delivery agents do; for any other reason, a full disk
+ * say, too, but logged).
  */
 static int
 dotlock_take(struct maildrop *md)
@@ -606,12 +607,27 @@ dotlock_take(struct maildrop *md)
 	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.%ld.%s", lock,
 	    (long)getpid(), host) >= sizeof(tmp))
 		return -1;
+	PAUSE("dotlock-take");
 	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
 	    0644);
-	if (fd == -1)
+	/* A name of ours that exists was left by a process of our pid. */
+	if (fd == -1 && errno == EEXIST && unlink(tmp) == 0)
+		fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
+		    O_CLOEXEC, 0644);
+	if (fd == -1) {
+		if (errno != EACCES && errno != EPERM && errno != EROFS)
+			log_msg(LOG_WARNING, "maildrop %s: no dotlock: %s: %s",
+			    md->path, tmp, strerror(errno));
 		return -1;
-	dprintf(fd, "%ld\n", (long)getpid());
-	(void)close(fd);
+	}
+	if (dprintf(fd, "%ld\n", (long)getpid()) < 0) {
+		log_msg(LOG_WARNING, "maildrop %s: no dotlock: writing %s: "
+		    "%s", md->path, tmp, strerror(errno));
+		(void)close(fd);
+		(void)unlink(tmp);
+		return -1;
+	}
+	(void)close(fd);	/* written to the page cache: what link needs */
 	/* NFS may report a failed link that succeeded: the count decides. */
 	won = link(tmp, lock) == 0 || errno != ENOENT;
 	won = won && stat(tmp, &st) == 0 && st.st_nlink == 2;
@@ -998,6 +1014,20 @@ mbox_check(struct maildrop *md, size_t i, long long lines)
 	return changed(md, i, i + 1, 0, 0) == -1 ? MD_TEMP : MD_OK;
 }
 
+size_t
+mbox_sep_skip(struct maildrop *md, uint64_t src, uint64_t len)
+{
+	unsigned char b[7];
+
+	if (len >= 7 && pread(md->fd, b, 7, (off_t)src) == 7) {
+		if (memcmp(b, "\nFrom ", 6) == 0)
+			return 1;
+		if (memcmp(b, "\r\nFrom ", 7) == 0)
+			return 2;
+	}
+	return 0;
+}
+
 /*
  * RFC 1939 §6: removes the deleted messages.  The part of the file behind
  * the first deleted message moves down in place (the inode, owner and mode
@@ -1054,11 +1084,20 @@ mbox_update(struct maildrop *md)
 		    md->end) - rg[n].src;
 		w += rg[n++].len;
 	}
-	/* Mail delivered during the session, or beyond the table's cap. */
+	/*
+	 * Mail delivered during the session, or beyond the table's cap.
+	 * When the last message goes, what precedes the new mail's place
+	 * is an empty line (before the next "From ") or nothing: the empty
+	 * line an agent wrote before the new mail (appended()) would be
+	 * one too many, and at the start it would make no mbox at all.
+	 */
 	if (now > md->end) {
+		uint64_t skip = md->msgs[md->count - 1].flags & MSG_DELETED ?
+		    mbox_sep_skip(md, md->end, now - md->end) : 0;
+
 		rg[n].dst = w;
-		rg[n].src = md->end;
-		rg[n].len = now - md->end;
+		rg[n].src = md->end + skip;
+		rg[n].len = now - md->end - skip;
 		w += rg[n++].len;
 	}
 	if (n > 0)

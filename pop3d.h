@@ -354,6 +354,12 @@ extern int maildir_pool_hint;
  */
 int	mbox_scan(struct maildrop *, int fd, uint64_t size);
 /*
+ * Mail appended at src (len bytes) by an agent that writes the empty line
+ * before a message rather than after: how many bytes ("\n" or "\r\n")
+ * to leave behind when it moves down behind an empty line of its own.
+ */
+size_t	mbox_sep_skip(struct maildrop *, uint64_t src, uint64_t len);
+/*
  * A file unwritten for more than this many seconds when scanned is
  * settled: any later write shows as a new mtime and ctime even on coarse
  * file-system clocks, so RETR may skip re-reading (changed()) and the

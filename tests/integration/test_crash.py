@@ -19,6 +19,7 @@ import fcntl
 import resource
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import time
@@ -694,16 +695,21 @@ def every_lock_is_held_at_every_step_of_a_replay():
         print("# replay: %d steps, all locks held at each" % n[0])
 
 
-def crash_with_journal(env, ms, script, moved=False, tail=None):
+def crash_with_journal(env, ms, script, moved=False, tail=None, raw=None):
     """Kills UPDATE at the first step that leaves a complete journal (with
     moved set: with the mbox's bytes moved already, not yet truncated),
     appends tail as mail delivered after the crash, and returns the step
     and a function that puts that spool back (the mbox in place: a
     journal names its inode)."""
-    steps = count_steps(env, ms, script)
-    orig = T.mbox_bytes([(T.envelope(i + 1), m) for i, m in enumerate(ms)])
+    orig = raw or T.mbox_bytes([(T.envelope(i + 1), m)
+                                for i, m in enumerate(ms)])
+    env.write_mbox("u", None, raw=orig)
+    errors = []
+    run(env, FI_BIN, script, fault="count", errors=errors)
+    steps = [int(l.split()[1]) for l in errors
+             if l.startswith("pop3d-fault-steps ")][0]
     for step in range(1, steps + 1):
-        env.write_mbox("u", ms)
+        env.write_mbox("u", None, raw=orig)
         run(env, FI_BIN, script, fault="%d:kill" % step)
         now = env.read_mbox("u")
         if any(n.endswith("pop3d-journal")
@@ -780,6 +786,27 @@ def faults_at_every_step_of_a_replay():
 
 
 @test
+def replay_moves_new_mail_without_its_leading_empty_line():
+    # The mbox's last message ends without an empty line; QUIT deletes
+    # message 2 and the last, and is killed once its journal is complete;
+    # then an agent appends new mail with the empty line before it.  The
+    # replay moves that mail down behind message 9's own empty line: its
+    # leading one must stay behind, or message 9 gains an empty line.
+    ms = msgs(10, big=(3,))
+    raw = T.mbox_bytes([(T.envelope(i + 1), m)
+                        for i, m in enumerate(ms)])[:-1]
+    late = b"\n" + T.envelope(950) + b"\n" + T.message(950)
+    with T.Env() as env:
+        setup(env, ms)
+        _, restore = crash_with_journal(env, ms, "DELE 2\r\nDELE 10\r\n",
+                                        tail=late, raw=raw)
+        restore()
+        want = expected(ms, {2, 10}) + T.envelope(950) + b"\n" + \
+            T.message(950)
+        eq(recover(env), want, "mbox after the replay")
+
+
+@test
 def read_error_while_judging_a_journal_keeps_it():
     # Whether a journal was applied yet is read from the mbox's bytes
     # that the moves leave alone.  A read error there is no answer: the
@@ -814,6 +841,38 @@ def read_error_while_judging_a_journal_keeps_it():
         eq([n for n in os.listdir(env.maildir)
             if n.endswith("pop3d-journal")], journal, "the journal")
         eq(recover(env), expected(ms, {2, 5}), "mbox after the next login")
+
+
+@test
+def dotlock_taken_over_a_leftover_of_our_pid():
+    # The dotlock is made as <mbox>.lock.PID.HOST and linked.  A file of
+    # that name left by an earlier process with the same pid (killed
+    # between the two) must not keep pop3d from its dotlock: it is
+    # removed and made anew.  pop3d stops right before making it
+    # (POP3D_PAUSE), so that the test knows the pid.
+    with T.Env() as env:
+        ms = msgs(3)
+        setup(env, ms)
+        e = dict(os.environ, POP3D_PAUSE="dotlock-take")
+        e.pop("POP3D_FAULT", None)
+        p = T.Pop3([FI_BIN] + env.argv(),
+                   os.path.join(env.dir, "pause.stderr"), env=e)
+        env.procs.append(p)
+        p.expect_ok("greeting")
+        p.ok("USER u")
+        p.send("PASS pw\r\n")
+        stopped(p.proc.pid)
+        left = "%s.lock.%d.%s" % (env.mbox("u"), p.proc.pid,
+                                  socket.gethostname()[:63])
+        with open(left, "wb") as f:
+            f.write(b"%d\n" % p.proc.pid)
+        os.kill(p.proc.pid, signal.SIGCONT)
+        p.expect_ok("PASS")
+        check(not os.path.exists(left), "the leftover is still there")
+        check("no dotlock" not in p.stderr(),
+              "went on without a dotlock: %r" % p.stderr()[-300:])
+        p.quit()
+        eq(env.read_mbox("u"), expected(ms, set()), "mbox")
 
 
 @test

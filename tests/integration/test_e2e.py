@@ -1522,6 +1522,47 @@ def new_mail_during_session_survives_quit():
 
 
 @test
+def new_mail_with_its_separator_before_it():
+    # An mbox whose last message ends without the empty line, and an
+    # agent that writes the empty line before the new message instead
+    # (as mbox.c's appended() accepts).  Deleting the last message, or
+    # all of them, must not leave that empty line behind: the message
+    # before would gain an empty line, and with nothing before, the file
+    # would start with it and be no mbox at all (found in review).  With
+    # the last message kept, the empty line is its separator.
+    old = [message(i) for i in range(1, 4)]
+    raw = mbox_bytes([(envelope(i + 1), m) for i, m in enumerate(old)])
+    raw = raw[:-1]                     # the last message ends "\n" only
+    for crlf in (False, True):
+        nl = b"\r\n" if crlf else b"\n"
+        new = nl + envelope(11) + b"\n" + message(11)
+        for dele, keep in (([3], [0, 1]), ([1, 2, 3], []), ([1], [1, 2])):
+            with env_with() as env:
+                env.write_mbox("alice", None, raw=raw)
+                p = env.session("alice", PW)
+                before = [retr(p, i + 1) for i in range(3)]
+                with open(env.mbox("alice"), "ab") as f:
+                    f.write(new)
+                for d in dele:
+                    p.ok("DELE %d" % d)
+                p.quit()
+                got = env.read_mbox("alice")
+                check(got.startswith(b"From "),
+                      "mbox after DELE %s does not start with From: %r"
+                      % (dele, got[:20]))
+                p = env.session("alice", PW)
+                eq(parse_stat(p.ok("STAT"))[0], len(keep) + 1,
+                   "STAT after DELE %s%s" % (dele, ", CRLF" if crlf else ""))
+                for i, k in enumerate(keep):
+                    eq(retr(p, i + 1), before[k],
+                       "RETR %d after DELE %s%s: the kept message changed"
+                       % (i + 1, dele, ", CRLF" if crlf else ""))
+                eq(retr(p, len(keep) + 1), stuffed(message(11)),
+                   "the new message after DELE %s" % dele)
+                p.quit()
+
+
+@test
 def foreign_rewrite_during_session():
     # A mail reader expunges message 1 in place while pop3d serves the
     # maildrop: the scan's offsets are stale.  pop3d must not send wrong
