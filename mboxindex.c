@@ -99,7 +99,7 @@ plausible(const struct msg *m, const struct mbox_msg *at, size_t n,
 		if (at[i].data <= at[i].off || at[i].data > next ||
 		    at[i].len > next - at[i].data ||
 		    at[i].hdrlen > at[i].len || m[i].size < at[i].len ||
-		    m[i].flags != 0)
+		    (m[i].flags & ~(uint32_t)MSG_SHARED) != 0)
 			return 0;
 	}
 	return 1;
