@@ -433,7 +433,8 @@ scan_and_check(int fd, const unsigned char *p, size_t n, int send)
 {
 	struct maildrop md;
 	int want, r;
-	size_t i;
+	size_t i, j;
+	uint32_t shared;
 
 	memset(&md, 0, sizeof(md));
 	md.fd = -1;
@@ -458,7 +459,13 @@ scan_and_check(int fd, const unsigned char *p, size_t n, int send)
 			CHECK(md.msgs[i].size == x->size);
 			CHECK(memcmp(m->uid, x->uid, 16) == 0);
 			CHECK(md.msgs[i].dup == x->dup);
-			CHECK(md.msgs[i].flags == 0);
+			/* MSG_SHARED: exactly the messages with a copy. */
+			shared = 0;
+			for (j = 0; j < refs.n; j++)
+				if (j != i && memcmp(refs.m[j].uid, x->uid,
+				    16) == 0)
+					shared = MSG_SHARED;
+			CHECK(md.msgs[i].flags == shared);
 		}
 		md.ops = &mbox_ops;
 		check_uidls(&md);
