@@ -829,8 +829,12 @@ mbox_open(struct maildrop *md)
 	if (md->fd == -1) {
 		if (errno == ENOENT)
 			return MD_OK;	/* no mbox yet: an empty maildrop */
-		log_msg(LOG_ERR, "maildrop %s: open: %s", md->path,
-		    strerror(errno));
+		if (errno == EISDIR)
+			log_msg(LOG_ERR, "maildrop %s: a directory, but no "
+			    "Maildir (it needs cur/, new/ and tmp/)", md->path);
+		else
+			log_msg(LOG_ERR, "maildrop %s: open: %s", md->path,
+			    strerror(errno));
 		return errno == ELOOP || errno == EACCES || errno == EISDIR ||
 		    errno == EPERM || errno == ENOTDIR ? MD_PERM : MD_TEMP;
 	}

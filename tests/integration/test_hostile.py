@@ -111,8 +111,9 @@ def serve_exact(p, msgs, top=True):
     return uids
 
 
-def refused(env, code="SYS/PERM", user=USER):
-    """Login; PASS must answer -ERR [code], then the connection closes."""
+def refused(env, code="SYS/PERM", user=USER, log=None):
+    """Login; PASS must answer -ERR [code], then the connection closes.
+    log: what the log must say about it."""
     p = env.start()
     p.ok("USER " + user)
     r = p.cmd("PASS " + PW, timeout=20 * SLOW)
@@ -121,6 +122,9 @@ def refused(env, code="SYS/PERM", user=USER):
     p.expect_eof()
     p.close_input()
     eq(p.wait(), 2, "exit status after a refused maildrop")
+    if log is not None:
+        check(log in p.stderr(), "the log does not say %r: %r"
+              % (log, p.stderr()[-300:]))
     return r
 
 
@@ -234,7 +238,7 @@ def not_an_mbox_is_refused_untouched():
             os.utime(path, ns=(1000000000 * 10**9, 1000000000 * 10**9))
             before = snapshot(path)
             try:
-                refused(env)
+                refused(env, log="a directory, but no Maildir")
             except AssertionError as e:
                 fail("%s: %s" % (name, e))
             eq(snapshot(path), before, "%s: maildrop after the refusal"
@@ -313,7 +317,7 @@ def directory_that_is_not_a_maildir_is_refused():
                 env.own(os.path.join(path, s), 0o700)
             before = snapshot(path)
             try:
-                refused(env)
+                refused(env, log="a directory, but no Maildir")
             except AssertionError as e:
                 fail("directory with %r: %s" % (subdirs, e))
             eq(snapshot(path), before, "directory %r" % (subdirs,))
@@ -336,7 +340,7 @@ def unreadable_or_read_only_maildrop_is_refused():
                 os.chown(path, uid, gid)
             before = snapshot(path)
             try:
-                refused(env)
+                refused(env, log="a directory, but no Maildir")
             except AssertionError as e:
                 fail("%s: %s" % (name, e))
             eq(snapshot(path), before, "%s: maildrop" % name)
