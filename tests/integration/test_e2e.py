@@ -6,9 +6,11 @@ the users file, locking, timeouts, UPDATE and the seed scenario.
 Run: /usr/bin/python3 tests/integration/test_e2e.py [test_name ...]
 """
 import base64
+import fcntl
 import hashlib
 import os
 import resource
+import select
 import socket
 import subprocess
 import sys
@@ -942,18 +944,35 @@ def client_that_reads_nothing_is_dropped():
 
 @test
 def time_spent_writing_is_not_idle_time():
-    # The idle deadline starts when the client has all of pop3d's output:
-    # a client that reads a RETR slowly but steadily, for longer than the
-    # timeout, and then sends its next command at once, is not idle.
-    with env_with([message(1, body=(b"z" * 76 + b"\n") * 2800)]) as env:
+    # The idle deadline starts when pop3d has written all its output: a
+    # client that reads a RETR slowly but steadily, for longer than the
+    # timeout, and then sends its next command at once, is not idle.  The
+    # message is one 128 KB output buffer and ~90 KB more.  The test reads
+    # at once until just before pop3d's first flush returns, then 8 KB
+    # every 0.25 s (about 3 s in all, during pop3d's last flush) up to
+    # the last pipe's worth and 16 KB, then at once again: pop3d's last
+    # write returns only in that fast part, so no data waits in the pipe
+    # past the deadline.
+    msg = message(1, body=(b"z" * 76 + b"\n") * 2800)
+    total = len(stuffed(msg))
+    with env_with([msg]) as env:
         p = env.session("alice", PW, t=1)
+        pipe = fcntl.fcntl(p.out, 1032)         # F_GETPIPE_SZ
+        slow_from = max(0, 128 * 1024 - pipe - 32768)
+        slow_until = total - pipe - 16384
         os.write(p.inp, b"RETR 1\r\n")
         got = b""
         t0 = time.monotonic()
         while not got.endswith(b"\r\n.\r\n"):
-            time.sleep(0.25)
+            if slow_from <= len(got) < slow_until:
+                time.sleep(0.25)
+                want = 8192
+            else:
+                select.select([p.out], [], [], 10 * SLOW)
+                want = min(1 << 20, max(1, slow_from - len(got))) \
+                    if len(got) < slow_from else 1 << 20
             try:
-                chunk = os.read(p.out, 16384)
+                chunk = os.read(p.out, want)
             except BlockingIOError:
                 continue
             if not chunk:
