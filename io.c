@@ -6,11 +6,11 @@
  * (RFC 1939 §3) through poll(2).  A write that makes no progress for as
  * long fails with ETIMEDOUT, so that a client that stops reading cannot
  * hold the session, and its maildrop lock, forever (on a socket through
- * SO_SNDTIMEO, elsewhere through poll).  Output collects in one buffer and leaves
- * when the buffer fills or when the reader is about to wait, so that a run
- * of pipelined commands is answered in few writes (RFC 2449 §6.6) and a
- * whole RETR leaves in buffer-sized writes.  Runs as whatever user the
- * process is at the moment: before login that may be root or an
+ * SO_SNDTIMEO, elsewhere through poll).  Output collects in one buffer
+ * and leaves when the buffer fills or when the reader is about to wait,
+ * so that a run of pipelined commands is answered in few writes (RFC 2449
+ * §6.6) and a whole RETR leaves in buffer-sized writes.  Runs as whatever
+ * user the process is at the moment: before login that may be root or an
  * unprivileged user, afterwards the mail user.
  */
 #include <sys/socket.h>

@@ -499,25 +499,6 @@ journal_compact(struct maildrop *md, const struct jrange *rg, size_t n,
 	return r == 0 ? MD_OK : MD_TEMP;
 }
 
-/*
- * Whether off is the start of the mbox or follows an empty line, where
- * mail that brought its own empty line before it moves (mbox_sep_skip).
- */
-static int
-after_empty_line(struct maildrop *md, uint64_t off)
-{
-	unsigned char b[3];
-
-	if (off == 0)
-		return 1;
-	if (off < 2 || pread_all(md->fd, b + 1, 2, off - 2) == -1)
-		return 0;
-	if (b[1] == '\n' && b[2] == '\n')
-		return 1;
-	return off >= 3 && pread_all(md->fd, b, 1, off - 3) == 0 &&
-	    b[0] == '\n' && b[1] == '\r' && b[2] == '\n';
-}
-
 enum md_status
 journal_recover(struct maildrop *md)
 {
@@ -590,7 +571,7 @@ journal_recover(struct maildrop *md)
 			 * own that replaces this one.
 			 */
 			struct jrange t = { h.final, h.orig, cur - h.orig };
-			uint64_t skip = after_empty_line(md, h.final) ?
+			uint64_t skip = mbox_line_end(md, h.final) == 2 ?
 			    mbox_sep_skip(md, h.orig, cur - h.orig) : 0;
 
 			t.src += skip;

@@ -622,8 +622,9 @@ maildir_find(struct maildrop *md, void *arg, const char *sub,
 		else if (c > 0)
 			lo = mid + 1;
 		else {
-			if (old[0] == sub[0] &&
-			    strcmp(old + MARK_LEN, name) == 0)
+			if ((md->msgs[i].flags & MSG_SHARED) ||
+			    (old[0] == sub[0] &&
+			    strcmp(old + MARK_LEN, name) == 0))
 				return 0;
 			return maildir_pool_add(md, sub, name,
 			    &md->loc.name[i]);
@@ -636,10 +637,11 @@ maildir_find(struct maildrop *md, void *arg, const char *sub,
  * Looks for messages whose files vanished: a file that another client
  * renamed (an IMAP server moving it from new/ to cur/, or changing its
  * flags) keeps its unique part, and the table follows it to its new name.
- * Only for messages whose unique part is theirs alone (not MSG_SHARED):
- * with two files of one unique part, the one found could be the other
- * message's, and RETR would send it, or UPDATE unlink it.  The caller's
- * idx is sorted here.  0 (whether or not found), or -1.
+ * Only for messages whose unique part is theirs alone (maildir_find
+ * passes MSG_SHARED ones by): with two files of one unique part, the one
+ * found could be the other message's, and RETR would send it, or UPDATE
+ * unlink it.  The caller's idx is sorted here.  0 (whether or not found),
+ * or -1.
  */
 static int
 maildir_relocate(struct maildrop *md, size_t *idx, size_t n)
@@ -690,10 +692,8 @@ maildir_openat(struct maildrop *md, size_t i)
 
 /*
  * Opens message i for reading, following it when another client renamed
- * it (when follow is set).  A message that shares its unique part with
- * another is never followed: a file found under that part may be the
- * other's (maildir_relocate).  The descriptor, or -1 with errno; ENOENT
- * when the message is gone.
+ * it (when follow is set).  The descriptor, or -1 with errno; ENOENT when
+ * the message is gone.
  */
 static int
 maildir_open_fd(struct maildrop *md, size_t i, int follow)
@@ -701,8 +701,7 @@ maildir_open_fd(struct maildrop *md, size_t i, int follow)
 	int fd;
 
 	fd = maildir_openat(md, i);
-	if (fd == -1 && errno == ENOENT && follow &&
-	    !(md->msgs[i].flags & MSG_SHARED)) {
+	if (fd == -1 && errno == ENOENT && follow) {
 		if (maildir_relocate(md, &i, 1) == -1)
 			return -1;
 		fd = maildir_openat(md, i);
@@ -1192,9 +1191,10 @@ maildir_unlink(struct maildrop *md, size_t i, int *dirty)
 /*
  * RFC 1939 §6: unlinks the deleted messages and moves the others that
  * are still in new/ to cur/.  A message that vanished is looked for under
- * its new name (unless it shares its unique part: maildir_relocate); one
- * that cannot be found is already gone, which is what DELE asked for.  A failed move leaves the message in new/, where the
- * next session shows it again under the same UIDL: logged, not an error.
+ * its new name (maildir_relocate); one that cannot be found is already
+ * gone, which is what DELE asked for.  A failed move leaves the message
+ * in new/, where the next session shows it again under the same UIDL:
+ * logged, not an error.
  * A failed unlink or directory sync is MD_TEMP.
  */
 static enum md_status
@@ -1212,8 +1212,6 @@ maildir_update(struct maildrop *md)
 		if (maildir_unlink(md, i, dirty) == 0)
 			continue;
 		if (errno == ENOENT) {
-			if (md->msgs[i].flags & MSG_SHARED)
-				continue;	/* not to be followed: gone */
 			if (lost == NULL && (lost = reallocarray(NULL,
 			    md->count, sizeof(*lost))) == NULL) {
 				log_msg(LOG_ERR, "maildrop %s: %s", md->path,

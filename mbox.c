@@ -718,6 +718,32 @@ same_message(struct maildrop *md, size_t i, unsigned char *buf)
 	return same;
 }
 
+int
+mbox_line_end(struct maildrop *md, uint64_t off)
+{
+	unsigned char b[3];
+
+	if (off == 0)
+		return 2;
+	if (off < 3 || pread(md->fd, b, 3, (off_t)off - 3) != 3 ||
+	    b[2] != '\n')
+		return 0;
+	return b[1] == '\n' || (b[1] == '\r' && b[0] == '\n') ? 2 : 1;
+}
+
+size_t
+mbox_sep_skip(struct maildrop *md, uint64_t src, uint64_t len)
+{
+	unsigned char b[7];
+	ssize_t n = pread(md->fd, b, len < 7 ? (size_t)len : 7, (off_t)src);
+
+	if (n >= 6 && memcmp(b, "\nFrom ", 6) == 0)
+		return 1;
+	if (n >= 7 && memcmp(b, "\r\nFrom ", 7) == 0)
+		return 2;
+	return 0;
+}
+
 /* Whether a "From " line starts at off, at the start of a line. */
 static int
 envelope_at(struct maildrop *md, uint64_t off)
@@ -749,25 +775,27 @@ int mbox_settle = 1;
  * new part's first message starts, or 0.
  */
 static uint64_t
-appended(struct maildrop *md, uint64_t old)
+appended(struct maildrop *md, uint64_t old, uint64_t size)
 {
 	const struct mbox_msg *last = &md->loc.mbox[md->count - 1];
-	unsigned char b[10];
-	uint64_t start;
-	int empty;
+	uint64_t start, skip;
 
-	if (old < 3 || pread(md->fd, b, 10, (off_t)old - 3) != 10 ||
-	    b[2] != '\n')
+	if (old < 3 || size - old < 7)
 		return 0;
-	empty = b[1] == '\n' || (b[1] == '\r' && b[0] == '\n');
-	if (empty && memcmp(b + 3, "From ", 5) == 0)
+	switch (mbox_line_end(md, old)) {
+	case 2:
+		if (!envelope_at(md, old))
+			return 0;
 		start = old;
-	else if (!empty && memcmp(b + 3, "\nFrom ", 6) == 0)
-		start = old + 1;
-	else if (!empty && memcmp(b + 3, "\r\nFrom ", 7) == 0)
-		start = old + 2;
-	else
+		break;
+	case 1:
+		if ((skip = mbox_sep_skip(md, old, size - old)) == 0)
+			return 0;
+		start = old + skip;
+		break;
+	default:
 		return 0;
+	}
 	return envelope_at(md, last->off) &&
 	    same_message(md, md->count - 1, maildrop_buf()) ? start : 0;
 }
@@ -797,7 +825,8 @@ build_table(struct maildrop *md, const struct stat *st,
 			*src = INDEXED;
 			return MD_OK;
 		}
-		if (ix.size < size && (start = appended(md, ix.size)) > 0)
+		if (ix.size < size &&
+		    (start = appended(md, ix.size, size)) > 0)
 			*src = APPENDED;
 		else
 			maildrop_free_table(md);
@@ -1018,19 +1047,6 @@ mbox_check(struct maildrop *md, size_t i, long long lines)
 	return changed(md, i, i + 1, 0, 0) == -1 ? MD_TEMP : MD_OK;
 }
 
-size_t
-mbox_sep_skip(struct maildrop *md, uint64_t src, uint64_t len)
-{
-	unsigned char b[7];
-
-	if (len >= 7 && pread(md->fd, b, 7, (off_t)src) == 7) {
-		if (memcmp(b, "\nFrom ", 6) == 0)
-			return 1;
-		if (memcmp(b, "\r\nFrom ", 7) == 0)
-			return 2;
-	}
-	return 0;
-}
 
 /*
  * RFC 1939 §6: removes the deleted messages.  The part of the file behind

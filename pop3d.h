@@ -354,6 +354,11 @@ extern int maildir_pool_hint;
  */
 int	mbox_scan(struct maildrop *, int fd, uint64_t size);
 /*
+ * How the mbox's bytes before off end: 2 with an empty line ("\n\n" or
+ * "\n\r\n") or at the start of the file, 1 with a newline, 0 otherwise.
+ */
+int	mbox_line_end(struct maildrop *, uint64_t off);
+/*
  * Mail appended at src (len bytes) by an agent that writes the empty line
  * before a message rather than after: how many bytes ("\n" or "\r\n")
  * to leave behind when it moves down behind an empty line of its own.

@@ -344,7 +344,7 @@ cmd_auth(struct session *s, const char *arg, uint64_t n, uint64_t k)
 	const unsigned char *authcid, *pass, *end;
 	struct cred c;
 	size_t len;
-	int rawlen, initial = 1;
+	int rawlen, initial = 1, named;
 
 	(void)n, (void)k;
 	resp = strchr(arg, ' ');
@@ -418,11 +418,10 @@ cmd_auth(struct session *s, const char *arg, uint64_t n, uint64_t k)
 	}
 	memcpy(c.user, authcid + 1, (size_t)(pass - authcid - 1));
 	memcpy(c.secret, pass + 1, (size_t)(end - pass - 1));
-	if (!auth_valid_name(c.user) || (authcid != raw &&
+	named = auth_valid_name(c.user);
+	if (!named || (authcid != raw &&
 	    ((size_t)(authcid - raw) != strlen(c.user) ||
 	    memcmp(raw, c.user, strlen(c.user)) != 0))) {
-		int named = auth_valid_name(c.user);
-
 		explicit_bzero(raw, sizeof(raw));
 		explicit_bzero(&c, sizeof(c));
 		return failed(s, "-", "AUTH-PLAIN", named ?

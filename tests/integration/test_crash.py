@@ -116,15 +116,37 @@ def setup(env, ms):
     env.write_mbox("u", ms)
 
 
-def count_steps(env, ms, script, append=None):
-    """How many mutating steps UPDATE takes for this session."""
-    env.write_mbox("u", ms)
+def fault_steps(env, script="", append=None):
+    """How many mutating steps a session with this script takes, on the
+    spool as it is (a login alone: those of a replay)."""
     errors = []
     run(env, FI_BIN, script, fault="count", append=append, errors=errors)
     for l in errors:
         if l.startswith("pop3d-fault-steps "):
             return int(l.split()[1])
     fail("fault build printed no step count: %r" % errors[-5:])
+
+
+def count_steps(env, ms, script, append=None):
+    """How many mutating steps UPDATE takes for this session."""
+    env.write_mbox("u", ms)
+    return fault_steps(env, script, append)
+
+
+def fi_login(env, **environ):
+    """The fault build with these environment variables, greeted, USER u
+    and PASS pw sent: the caller waits for it to stop or answer."""
+    e = dict(os.environ, **environ)
+    for k in ("POP3D_FAULT", "POP3D_PAUSE", "POP3D_FAIL"):
+        if k not in environ:
+            e.pop(k, None)
+    p = T.Pop3([FI_BIN] + env.argv(), os.path.join(env.dir, "fi.stderr"),
+               env=e)
+    env.procs.append(p)
+    p.expect_ok("greeting")
+    p.ok("USER u")
+    p.send("PASS pw\r\n")
+    return p
 
 
 NEW = T.mbox_bytes([(T.envelope(900), T.message(900)),
@@ -511,14 +533,7 @@ def dotlock_made_anew_while_judged_stale_is_kept():
             lock = env.mbox("u") + ".lock"
             with open(lock, "wb") as f:
                 f.write(b"%d\n" % T.dead_pid())
-            e = dict(os.environ, POP3D_PAUSE="dotlock-stale")
-            e.pop("POP3D_FAULT", None)
-            errf = os.path.join(env.dir, "pause.stderr")
-            p = T.Pop3([FI_BIN] + env.argv(), errf, env=e)
-            env.procs.append(p)
-            p.expect_ok("greeting")
-            p.ok("USER u")
-            p.send("PASS pw\r\n")
+            p = fi_login(env, POP3D_PAUSE="dotlock-stale")
             stopped(p.proc.pid)
             ours = b"%d\n" % os.getpid()
             if how == "new inode":
@@ -577,13 +592,8 @@ def held_locks(env, pid, what):
 def stop_at(env, step, script, append=None):
     """A session stopped at the given mutating step of its QUIT: returns
     the Pop3, with QUIT sent."""
-    e = dict(os.environ, POP3D_FAULT="%d:stop" % step)
-    e.pop("POP3D_PAUSE", None)
-    p = T.Pop3([FI_BIN] + env.argv(), os.path.join(env.dir, "stop.stderr"),
-               env=e)
-    env.procs.append(p)
-    p.expect_ok("greeting")
-    p.login("u", "pw")
+    p = fi_login(env, POP3D_FAULT="%d:stop" % step)
+    p.expect_ok("PASS")
     if append is not None:
         with open(env.mbox("u"), "ab") as f:
             f.write(append)
@@ -634,65 +644,27 @@ def every_lock_is_held_at_every_step_of_a_replay():
     with T.Env() as env:
         ms = msgs(12, big=(3, 7))
         setup(env, ms)
-        script = "DELE 2\r\nDELE 5\r\n"
-        steps = count_steps(env, ms, script)
         want = expected(ms, {2, 5})
-        crash = None
         # The first kill that leaves a complete journal: the mbox is
         # untouched yet, so the replay does all the moving.
-        for step in range(1, steps + 1):
-            env.write_mbox("u", ms)
-            run(env, FI_BIN, script, fault="%d:kill" % step)
-            names = os.listdir(env.maildir)
-            if any("journal" in n and not n.endswith(".new")
-                   for n in names):
-                crash = {}
-                for n in names:
-                    f = os.path.join(env.maildir, n)
-                    with open(f, "rb") as fh:
-                        crash[n] = (fh.read(), os.stat(f).st_mode & 0o7777)
-                break
-        check(crash is not None, "no kill left a complete journal")
-
-        def restore():
-            # The mbox in place: a journal names its inode, and one for
-            # another file is discarded.
-            for n in os.listdir(env.maildir):
-                if n != "u":
-                    os.unlink(os.path.join(env.maildir, n))
-            for n, (data, mode) in crash.items():
-                f = os.path.join(env.maildir, n)
-                with open(f, "r+b" if n == "u" else "wb") as fh:
-                    fh.write(data)
-                    fh.truncate()
-                env.own(f, mode)
-
+        _, restore = crash_with_journal(env, ms, "DELE 2\r\nDELE 5\r\n")
         restore()
-        errors = []
-        run(env, FI_BIN, "", fault="count", errors=errors)
-        n = [int(l.split()[1]) for l in errors
-             if l.startswith("pop3d-fault-steps ")]
-        check(n and n[0] >= 2, "replay took %r mutating steps" % n)
+        n = fault_steps(env)
+        check(n >= 2, "replay took %d mutating steps" % n)
         eq(env.read_mbox("u"), want, "mbox after the counted replay")
-        for step in range(1, n[0] + 1):
+        for step in range(1, n + 1):
             restore()
-            e = dict(os.environ, POP3D_FAULT="%d:stop" % step)
-            p = T.Pop3([FI_BIN] + env.argv(),
-                       os.path.join(env.dir, "stop.stderr"), env=e)
-            env.procs.append(p)
-            p.expect_ok("greeting")
-            p.ok("USER u")
-            p.send("PASS pw\r\n")
+            p = fi_login(env, POP3D_FAULT="%d:stop" % step)
             stopped(p.proc.pid)
             try:
                 held_locks(env, p.proc.pid, "replay step %d of %d"
-                           % (step, n[0]))
+                           % (step, n))
             finally:
                 os.kill(p.proc.pid, signal.SIGCONT)
             p.expect_ok("PASS after the replay")
             p.quit()
             eq(env.read_mbox("u"), want, "mbox after the replay")
-        print("# replay: %d steps, all locks held at each" % n[0])
+        print("# replay: %d steps, all locks held at each" % n)
 
 
 def crash_with_journal(env, ms, script, moved=False, tail=None, raw=None):
@@ -704,10 +676,7 @@ def crash_with_journal(env, ms, script, moved=False, tail=None, raw=None):
     orig = raw or T.mbox_bytes([(T.envelope(i + 1), m)
                                 for i, m in enumerate(ms)])
     env.write_mbox("u", None, raw=orig)
-    errors = []
-    run(env, FI_BIN, script, fault="count", errors=errors)
-    steps = [int(l.split()[1]) for l in errors
-             if l.startswith("pop3d-fault-steps ")][0]
+    steps = fault_steps(env, script)
     for step in range(1, steps + 1):
         env.write_mbox("u", None, raw=orig)
         run(env, FI_BIN, script, fault="%d:kill" % step)
@@ -757,16 +726,13 @@ def faults_at_every_step_of_a_replay():
         setup(env, ms)
         _, restore = crash_with_journal(env, ms, script, tail=late)
         restore()
-        errors = []
-        run(env, FI_BIN, "", fault="count", errors=errors)
-        n = [int(l.split()[1]) for l in errors
-             if l.startswith("pop3d-fault-steps ")]
-        check(n and n[0] >= 8, "the replay took %r mutating steps" % n)
+        n = fault_steps(env)
+        check(n >= 8, "the replay took %d mutating steps" % n)
         tried = 0
         for extra in (b"", later):
             before = expected(ms, set()) + late + extra
             after = expected(ms, {2, 5}) + late + extra
-            for step in range(1, n[0] + 1):
+            for step in range(1, n + 1):
                 for action in ("eio", "enospc", "kill"):
                     restore()
                     run(env, FI_BIN, "", fault="%d:%s" % (step, action))
@@ -781,8 +747,8 @@ def faults_at_every_step_of_a_replay():
                              len(got), len(before), len(after)))
                     tried += 1
         print("# replay: %d steps x 3 faults x 2, every one recovered"
-              % n[0])
-        eq(tried, n[0] * 6, "cases tried")
+              % n)
+        eq(tried, n * 6, "cases tried")
 
 
 @test
@@ -823,14 +789,8 @@ def read_error_while_judging_a_journal_keeps_it():
         crashed = env.read_mbox("u")
         journal = [n for n in os.listdir(env.maildir)
                    if n.endswith("pop3d-journal")]
-        e = dict(os.environ, POP3D_FAIL="digest")
-        e.pop("POP3D_FAULT", None)
-        p = T.Pop3([FI_BIN] + env.argv(),
-                   os.path.join(env.dir, "fail.stderr"), env=e)
-        env.procs.append(p)
-        p.expect_ok("greeting")
-        p.ok("USER u")
-        r = p.cmd("PASS pw")
+        p = fi_login(env, POP3D_FAIL="digest")
+        r = p.line()
         check(r.startswith("-ERR [SYS/TEMP]"),
               "login with a read error on the mbox: %r" % r)
         p.expect_eof()
@@ -853,14 +813,7 @@ def dotlock_taken_over_a_leftover_of_our_pid():
     with T.Env() as env:
         ms = msgs(3)
         setup(env, ms)
-        e = dict(os.environ, POP3D_PAUSE="dotlock-take")
-        e.pop("POP3D_FAULT", None)
-        p = T.Pop3([FI_BIN] + env.argv(),
-                   os.path.join(env.dir, "pause.stderr"), env=e)
-        env.procs.append(p)
-        p.expect_ok("greeting")
-        p.ok("USER u")
-        p.send("PASS pw\r\n")
+        p = fi_login(env, POP3D_PAUSE="dotlock-take")
         stopped(p.proc.pid)
         left = "%s.lock.%d.%s" % (env.mbox("u"), p.proc.pid,
                                   socket.gethostname()[:63])
@@ -916,11 +869,7 @@ def maildir_move_without_rename_flags_never_replaces():
     with T.Env() as env:
         env.add_user("u", "pw")
         maildir(env)
-        errors = []
-        run(env, FI_BIN, "", fault="count", errors=errors)
-        steps = [int(l.split()[1]) for l in errors
-                 if l.startswith("pop3d-fault-steps ")]
-        eq(steps, [2], "moves to cur/ (one per shown new/ message)")
+        eq(fault_steps(env), 2, "moves to cur/ (one per shown new/ message)")
         eq(state(env), want, "after a QUIT with rename flags")
         for step in (1, 2):
             maildir(env)

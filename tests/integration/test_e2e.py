@@ -1579,6 +1579,21 @@ def new_mail_with_its_separator_before_it():
                 eq(retr(p, len(keep) + 1), stuffed(message(11)),
                    "the new message after DELE %s" % dele)
                 p.quit()
+    # What follows the empty line is no "From " line (a truncated or
+    # foreign append, or a line just "\nFrom" short of its space): every
+    # byte of it stays, behind message 2's own empty line.
+    for tail in (b"\nX-Not: a message\n", b"\nFrom", b"\n\0From x\n"):
+        with env_with() as env:
+            env.write_mbox("alice", None, raw=raw)
+            p = env.session("alice", PW)
+            with open(env.mbox("alice"), "ab") as f:
+                f.write(tail)
+            p.ok("DELE 3")
+            p.quit()
+            eq(env.read_mbox("alice"),
+               mbox_bytes([(envelope(i + 1), m)
+                           for i, m in enumerate(old[:2])]) + tail,
+               "mbox after DELE 3 with %r appended" % tail)
 
 
 @test
