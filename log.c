@@ -7,6 +7,7 @@
  */
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 #include <syslog.h>
 #include <unistd.h>
 
@@ -38,3 +39,46 @@ log_msg(int prio, const char *fmt, ...)
 		vsyslog(prio, fmt, ap);
 	va_end(ap);
 }
+
+const char *
+log_value(char *buf, size_t size, const char *s)
+{
+	const unsigned char *p;
+	size_t n = 0;
+
+	for (p = (const unsigned char *)s; *p != '\0'; p++)
+		if (*p <= ' ' || *p >= 0x7f || *p == '"' || *p == '\\' ||
+		    *p == '=')
+			break;
+	if (*p == '\0' && p != (const unsigned char *)s)
+		return s;
+	if (size < 6)
+		return "\"\"";
+	buf[n++] = '"';
+	for (p = (const unsigned char *)s; *p != '\0'; p++) {
+		char one[5];
+		size_t k;
+
+		if (*p < ' ' || *p >= 0x7f)
+			k = (size_t)snprintf(one, sizeof(one), "\\x%02x", *p);
+		else if (*p == '"' || *p == '\\')
+			k = (size_t)snprintf(one, sizeof(one), "\\%c", *p);
+		else {
+			one[0] = (char)*p;
+			k = 1;
+		}
+		if (n + k + 2 > size) {		/* room for '"' and NUL */
+			while (n + 5 > size)
+				n--;
+			memcpy(buf + n, "...", 3);
+			n += 3;
+			break;
+		}
+		memcpy(buf + n, one, k);
+		n += k;
+	}
+	buf[n++] = '"';
+	buf[n] = '\0';
+	return buf;
+}
+

@@ -522,6 +522,8 @@ main(int argc, char *argv[])
 	struct session s;
 	struct maildrop md;
 	char host[256];
+	char qname[LOG_VALUE_MAX(POP3D_MAX_ARG)], qpath[1024];
+	const char *uname;
 	enum md_status r;
 	size_t n, kept;
 	uint64_t octets;
@@ -628,8 +630,10 @@ main(int argc, char *argv[])
 		return POP3D_EXIT_SYS;
 	}
 	maildrop_stat(&md, &n, &octets);
+	uname = log_value(qname, sizeof(qname), s.acct.name);
 	log_msg(LOG_INFO, "user=%s maildrop=%s messages=%zu octets=%llu%s%s",
-	    s.acct.name, md.path, n, (unsigned long long)octets,
+	    uname, log_value(qpath, sizeof(qpath), md.path), n,
+	    (unsigned long long)octets,
 	    md.source != NULL ? " table=" : "",
 	    md.source != NULL ? md.source : "");
 	io_reply(&io, "+OK %s's maildrop has %zu message%s (%llu octets)",
@@ -657,7 +661,7 @@ main(int argc, char *argv[])
 	log_msg(LOG_INFO, "%s: user=%s retrieved=%zu/%llu deleted=%zu/%llu "
 	    "kept=%zu/%llu", status == POP3D_EXIT_OK ? "quit" :
 	    status == POP3D_EXIT_SYS ? "quit failed, nothing deleted" :
-	    "ended without QUIT, nothing deleted", s.acct.name, md.nretr,
+	    "ended without QUIT, nothing deleted", uname, md.nretr,
 	    (unsigned long long)md.bretr, md.ndele,
 	    (unsigned long long)md.bdele, kept, (unsigned long long)octets);
 	maildrop_close(&md);

@@ -96,6 +96,14 @@ void	log_init(int to_stderr);
 /* syslog(3)-style: prio is LOG_ERR, LOG_WARNING, LOG_NOTICE, LOG_INFO. */
 void	log_msg(int prio, const char *fmt, ...)
 	    __attribute__((format(printf, 2, 3)));
+/*
+ * A value for a key=value field: as it is when it is printable ASCII
+ * without space, '"', '\\' or '=', else in double quotes with those and
+ * other bytes escaped, so a log parser cannot take part of a user name
+ * for another field.  Cut (ending in "...") to fit size.
+ */
+const char *log_value(char *buf, size_t size, const char *s);
+#define LOG_VALUE_MAX(n)	(4 * (n) + 6)
 
 /* io.c: the connection. */
 struct io {

@@ -201,9 +201,12 @@ static enum outcome
 failed(struct session *s, const char *user, const char *method,
     const char *why)
 {
+	char q[LOG_VALUE_MAX(POP3D_MAX_ARG)];
+
 	s->fails++;
 	log_msg(LOG_NOTICE, "login failed: user=%s method=%s reason=\"%s\" "
-	    "failures=%d", user, method, why, s->fails);
+	    "failures=%d", log_value(q, sizeof(q), user), method, why,
+	    s->fails);
 	/*
 	 * The delay comes before the answer so that a client cannot
 	 * pipeline its guesses past it.  It runs to a deadline counted from
@@ -252,17 +255,19 @@ static enum outcome
 login(struct session *s, struct cred *c)
 {
 	enum auth_result r;
+	char q[LOG_VALUE_MAX(POP3D_MAX_ARG)];
 
 	r = s->verify(s->verify_ctx, c, &s->acct);
 	explicit_bzero(c->secret, sizeof(c->secret));
 	if (r == AUTH_OK) {
-		log_msg(LOG_INFO, "login: user=%s method=%s", c->user,
-		    method_name(c->method));
+		log_msg(LOG_INFO, "login: user=%s method=%s",
+		    log_value(q, sizeof(q), c->user), method_name(c->method));
 		return OUT_LOGIN;
 	}
 	if (r == AUTH_TEMP) {
 		log_msg(LOG_WARNING, "login: user=%s method=%s: user database "
-		    "unavailable", c->user, method_name(c->method));
+		    "unavailable", log_value(q, sizeof(q), c->user),
+		    method_name(c->method));
 		io_reply(s->io, "-ERR [SYS/TEMP] cannot check credentials now");
 		return OUT_CONTINUE;
 	}

@@ -1385,6 +1385,60 @@ def passwords_never_logged():
         check(not leaked, "the log holds secrets %r:\n%s" % (leaked, log))
 
 
+LOG_FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|[^\s"]+)')
+
+
+def log_fields(line):
+    """key=value fields of a log line as a parser would read them, quoted
+    values unescaped; a key seen twice is a list."""
+    out = {}
+    for k, v in LOG_FIELD.findall(line):
+        if v.startswith('"'):
+            v = re.sub(r'\\(x[0-9a-f]{2}|.)', lambda m: chr(int(
+                m.group(1)[1:], 16)) if len(m.group(1)) == 3 else m.group(1),
+                v[1:-1])
+        out.setdefault(k, []).append(v)
+    return out
+
+
+@test
+def user_names_quoted_in_the_log():
+    """A user name may hold '"', '=' and '\\' (any printable byte but '/'
+    and ':'); in the log's key=value fields it is quoted and escaped, so
+    that a parser reads it whole and finds no field it forged.  Plain names
+    stay unquoted.  The same for the maildrop path."""
+    name = 'x"reason="ok\\=y'
+    with Env() as env:
+        env.add_user(name, "pw")
+        env.add_user("alice", "pw")
+        env.write_mbox(name, msgs(2))
+        env.write_mbox("alice", msgs(1))
+        p = env.start()
+        eq(attempt(p, name, "wrong")[1], AUTH_FAIL, "wrong password")
+        p.login(name, "pw")
+        p.ok_multi("RETR 1")
+        p.quit()
+        p = env.start()
+        p.login("alice", "pw")
+        p.quit()
+        log = "".join(q.stderr() for q in env.procs)
+        lines = [l for l in log.splitlines() if "user=" in l]
+        eq(len(lines), 7, "user= lines:\n" + log)
+        for l in lines:
+            f = log_fields(l.split(": ", 1)[1])
+            want = "alice" if "user=alice" in l else name
+            eq(f.get("user"), [want], "user field of %r" % l)
+            if "reason" in f:
+                eq(f["reason"], ["bad credentials"], "reason of %r" % l)
+            if "maildrop" in f:
+                eq(f["maildrop"], [env.mbox(want)], "maildrop of %r" % l)
+        for s in ('login failed: user="x\\"reason=\\"ok\\\\=y" method=USER',
+                  'login: user="x\\"reason=\\"ok\\\\=y" method=USER',
+                  'quit: user="x\\"reason=\\"ok\\\\=y" retrieved=1/',
+                  "login: user=alice method=USER", "quit: user=alice "):
+            check(s in log, "the log lacks %r:\n%s" % (s, log))
+
+
 @test
 def passwords_not_left_in_memory():
     """Passwords are wiped after use: the pre-login process, waiting for

@@ -97,6 +97,42 @@ Test(names, refused)
 	cr_assert_not(auth_valid_name("a:b"));
 }
 
+/* log_value: a user name or path as one key=value field of a log line */
+
+static void
+value_is(const char *in, size_t size, const char *exp)
+{
+	char buf[64];
+
+	cr_assert_leq(size, sizeof(buf));
+	cr_assert_str_eq(log_value(buf, size, in), exp, "\"%s\" in %zu bytes",
+	    in, size);
+}
+
+Test(names, log_value)
+{
+	char buf[LOG_VALUE_MAX(POP3D_MAX_ARG)], worst[POP3D_MAX_ARG + 1];
+
+	value_is("alice", 64, "alice");
+	value_is("a.b-c_d@example.org", 64, "a.b-c_d@example.org");
+	value_is("", 64, "\"\"");
+	value_is("x\"reason=\"ok", 64, "\"x\\\"reason=\\\"ok\"");
+	value_is("a=b", 64, "\"a=b\"");
+	value_is("a\\b", 64, "\"a\\\\b\"");
+	value_is("/var/mail/a b", 64, "\"/var/mail/a b\"");
+	value_is("a\nb\x7f", 64, "\"a\\x0ab\\x7f\"");
+	/* Cut to fit, the quotes kept. */
+	value_is("abcdefghij=", 12, "\"abcdef...\"");
+	value_is("abcdefghij=", 13, "\"abcdefg...\"");
+	value_is("abcdef=", 10, "\"abcdef=\"");
+	value_is("a=", 2, "\"\"");
+	/* The bound the callers size for: every byte escaped. */
+	memset(worst, '\x01', POP3D_MAX_ARG);
+	worst[POP3D_MAX_ARG] = '\0';
+	cr_assert_eq(strlen(log_value(buf, sizeof(buf), worst)),
+	    (size_t)4 * POP3D_MAX_ARG + 2);
+}
+
 /* auth_expand */
 
 static void
