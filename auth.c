@@ -268,7 +268,11 @@ split(char *line, char *f[F_COUNT], const char **why)
 		f[i] = "";
 	i = 0;
 	f[i++] = line;
-	for (char *p = line; *p != '\0'; p++)
+	for (char *p = line; *p != '\0'; p++) {
+		if ((unsigned char)*p < 0x20 || *p == 0x7f) {
+			*why = "control character";
+			return -1;
+		}
 		if (*p == ':') {
 			if (i == F_COUNT) {
 				*why = "too many fields";
@@ -277,6 +281,7 @@ split(char *line, char *f[F_COUNT], const char **why)
 			*p = '\0';
 			f[i++] = p + 1;
 		}
+	}
 	if (!auth_valid_name(f[F_NAME])) {
 		*why = "invalid user name";
 		return -1;
@@ -412,6 +417,9 @@ file_lookup(const struct config *cfg, const char *user, struct account *acct,
 		lineno++;
 		if (len > 0 && line[len - 1] == '\n')
 			line[--len] = '\0';
+		/* CRLF (a file edited on Windows): the CR is no field's. */
+		if (len > 0 && line[len - 1] == '\r')
+			line[--len] = '\0';
 		if (line[0] == '\0' || line[0] == '#')
 			continue;
 		if (strlen(line) != (size_t)len)
@@ -439,8 +447,12 @@ file_lookup(const struct config *cfg, const char *user, struct account *acct,
 				why = "duplicate user, the first line counts";
 			else {
 				found = lineno;
-				if (!bad && strlcpy(hash, h, hn) < hn &&
-				    strlcpy(secret, apop, sn) < sn)
+				if (bad)
+					;
+				else if (strlcpy(hash, h, hn) >= hn ||
+				    strlcpy(secret, apop, sn) >= sn)
+					why = "hash or APOP secret too long";
+				else
 					r = 1;
 			}
 		}
@@ -499,6 +511,18 @@ system_lookup(const struct config *cfg, const char *user,
 			log_msg(LOG_NOTICE, "user %s: account expired", user);
 			return 0;
 		}
+		/*
+		 * shadow(5): once the password has expired and the inactivity
+		 * period after it has passed, no login is possible (pam_unix:
+		 * "account ... has expired (failed to change password)").
+		 */
+		if (sp->sp_lstchg > 0 && sp->sp_max >= 0 &&
+		    sp->sp_inact >= 0 && today >= sp->sp_lstchg &&
+		    today - sp->sp_lstchg > sp->sp_max + sp->sp_inact) {
+			log_msg(LOG_NOTICE, "user %s: password expired and "
+			    "inactive", user);
+			return 0;
+		}
 	} else if (strcmp(h, "x") == 0) {
 		/*
 		 * glibc leaves errno 0 when the shadow file cannot be read,
@@ -511,6 +535,12 @@ system_lookup(const struct config *cfg, const char *user,
 		log_msg(LOG_ERR, "user %s: shadow entry %s", user,
 		    unreadable ? "unreadable (pop3d is not root)" : "missing");
 		return unreadable ? -1 : 0;
+	}
+	if (geteuid() != 0 && pw->pw_uid != getuid()) {
+		/* pop3d(8): not root, it serves only accounts of its own uid. */
+		log_msg(LOG_NOTICE, "user %s: uid %lu is not pop3d's own",
+		    user, (unsigned long)pw->pw_uid);
+		return 0;
 	}
 	if (h[0] == '!' || h[0] == '*' || h[0] == '\0') {
 		log_msg(LOG_NOTICE, "user %s: account locked", user);

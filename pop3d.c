@@ -137,6 +137,36 @@ log_peer(void)
 }
 
 /*
+ * 1 when every component of the absolute path dir is owned by root, looked
+ * at with lstat (a symbolic link as its own owner's): then no user chose
+ * where the path leads.  A path through a user's own directory (%h/...)
+ * could lead anywhere at the user's choosing, to a directory of a group
+ * the user is not in.
+ */
+static int
+root_path(const char *dir)
+{
+	char p[PATH_MAX];
+	struct stat st;
+	size_t i, n = strlen(dir);
+
+	if (dir[0] != '/' || n >= sizeof(p))
+		return 0;
+	memcpy(p, dir, n + 1);
+	for (i = 1; i <= n; i++) {
+		char c = p[i];
+
+		if (c != '/' && c != '\0')
+			continue;
+		p[i] = '\0';
+		if (lstat(p, &st) == -1 || st.st_uid != 0)
+			return 0;
+		p[i] = c;
+	}
+	return 1;
+}
+
+/*
  * Becomes the account's uid and gid for good, then proves that root
  * cannot come back.  Nothing to do when pop3d does not run as root (then
  * auth.c only accepted accounts of pop3d's own uid).
@@ -165,7 +195,8 @@ become(const struct account *a)
 	strlcpy(dir, a->maildrop, sizeof(dir));
 	if ((slash = strrchr(dir, '/')) != NULL && slash != dir) {
 		*slash = '\0';
-		if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode) &&
+		if (root_path(dir) && stat(dir, &st) == 0 &&
+		    S_ISDIR(st.st_mode) &&
 		    (st.st_mode & S_IWGRP) && st.st_gid != 0 &&
 		    st.st_gid != a->gid)
 			groups[ngroups++] = st.st_gid;

@@ -565,6 +565,164 @@ def session_process_ids_after_login():
 
 
 @test
+def spool_group_not_taken_through_a_users_own_directory():
+    """The spool group is kept only for a directory that root chose: with
+    -m %h/Maildir/ a user who points her ~/Maildir (hers to replace) at a
+    Maildir of a group she is not in must not get that group, nor read
+    that Maildir."""
+    with Accounts() as acc, Env() as env:
+        home = os.path.join(env.dir, "home")
+        os.mkdir(home)
+        u = acc.user(home=home)
+        os.chown(home, u.uid, u.gid)
+        os.chmod(home, 0o755)
+        team = acc.group()                  # a group u is not in
+        shared = os.path.join(env.dir, "team")
+        for d in ("", "/Maildir", "/Maildir/cur", "/Maildir/new",
+                  "/Maildir/tmp"):
+            os.mkdir(shared + d)
+            os.chown(shared + d, 0, team)
+            os.chmod(shared + d, 0o2770)
+        m = shared + "/Maildir/new/1700000000.1.host"
+        with open(m, "wb") as f:
+            f.write(message(1, subject=b"team only"))
+        os.chown(m, 0, team)
+        os.chmod(m, 0o660)
+        # What u may do as herself: replace her own ~/Maildir by a link.
+        os.symlink(shared + "/Maildir", os.path.join(home, "Maildir"))
+        os.lchown(os.path.join(home, "Maildir"), u.uid, u.gid)
+        p = env.spawn(env.argv(users=False, template="%h/Maildir/"))
+        p.expect_ok("greeting")
+        p.ok("USER " + u.name)
+        r = p.cmd("PASS " + u.password)
+        if r.startswith("+OK"):
+            groups = groups_of(proc_status(p.proc.pid))
+            fail("%s logged in to the Maildir of group %d through her own "
+                 "symlink: %r; session groups %r" % (u.name, team, r, groups))
+        p.finish()
+
+
+@test
+def expired_and_inactive_passwords_refused():
+    """shadow(5): once a password has expired (-M) and the inactivity
+    period after it (-I) has passed, no login is possible, as pam_unix
+    has it; within the inactivity period the login still works."""
+    with Accounts() as acc, Env() as env:
+        sp = spool(env)
+        u = acc.user()
+        put_mbox(os.path.join(sp, u.name), 1, u.uid, u.gid)
+        today = int(time.time() // 86400)
+        run(["chage", "-d", str(today - 100), "-M", "30", "-I", "10",
+             u.name])
+        eq(login_answer(env, sp, u.name, u.password), AUTH_FAIL,
+           "password changed 100 days ago, -M 30 -I 10 (shadow %r)"
+           % shadow_field(u.name, 2))
+        run(["chage", "-d", str(today - 35), u.name])
+        r = login_answer(env, sp, u.name, u.password)
+        check(r.startswith("+OK"), "within the inactivity period: %r" % r)
+
+
+@test
+def users_file_crlf_and_control_characters():
+    """A users file with CRLF line ends (edited on Windows) means what it
+    says: the CR belongs to no field, so the maildrop is the one named and
+    the APOP secret works.  Another control character in a line makes the
+    line malformed (logged with its number), never part of a path."""
+    with Env() as env:
+        env.write_mbox("alice", msgs(2))
+        env.write_mbox("bob", msgs(3))
+        h = make_hash("pw1", "sha-512")
+        with open(env.users_path, "wb") as f:
+            f.write(("alice:%s:%d:%d:%s:sekrit\r\n"
+                     % (h, MAIL_UID, MAIL_GID, env.mbox("alice"))).encode())
+            f.write(("bob:%s:%d:%d:%s\r\n"
+                     % (h, MAIL_UID, MAIL_GID, env.mbox("bob"))).encode())
+            f.write(("tab:%s:%d:%d:%s\t\n"
+                     % (h, MAIL_UID, MAIL_GID, env.mbox("alice"))).encode())
+        os.chmod(env.users_path, 0o600)
+        p = env.start()
+        p.ok("USER alice")
+        r = p.ok("PASS pw1")
+        eq(parse_stat(p.ok("STAT"))[0], 2,
+           "STAT of alice's maildrop from a CRLF line (PASS said %r)" % r)
+        p.quit()
+        p = env.start()
+        p.ok("USER bob")
+        r = p.ok("PASS pw1")
+        eq(parse_stat(p.ok("STAT"))[0], 3, "STAT of bob's maildrop, the "
+           "last field of a CRLF line (PASS said %r)" % r)
+        p.quit()
+        p = env.start(extra=["-A"])
+        eq(p.cmd("APOP alice " + apop_digest(stamp_of(p.greeting),
+                                             "sekrit"))[:3], "+OK",
+           "APOP with the secret of a CRLF line")
+        p.quit()
+        p = env.start()
+        eq(attempt(p, "tab", "pw1")[1], AUTH_FAIL, "a line with a TAB")
+        p.ok("QUIT")
+        p.expect_eof()
+        p.wait()
+        check("line 3:" in p.stderr(),
+              "the line with a TAB is logged: %r" % p.stderr()[-500:])
+
+
+@test
+def not_root_serves_only_its_own_uid():
+    """pop3d(8): started as another user, pop3d serves only accounts of its
+    own uid; also system users, when it can read the shadow file (a
+    service user in group shadow)."""
+    with Accounts() as acc, Env() as env:
+        try:
+            shadow_gid = grp.getgrnam("shadow").gr_gid
+        except KeyError:
+            raise Skip("no group shadow")
+        svc = acc.user()
+        other = acc.user()
+        box = os.path.join(env.dir, "svcmail")
+        os.mkdir(box)
+        os.chown(box, svc.uid, svc.gid)
+        for x in (svc, other):
+            put_mbox(os.path.join(box, x.name), 1, svc.uid, svc.gid)
+
+        def as_svc():
+            os.setgroups([shadow_gid])
+            os.setgid(svc.gid)
+            os.setuid(svc.uid)
+
+        def answer(user, pw):
+            p = env.spawn(env.argv(users=False,
+                                   template=os.path.join(box, "%u")),
+                          preexec=as_svc)
+            p.expect_ok("greeting")
+            r = attempt(p, user, pw)[1]
+            p.finish()
+            return r
+
+        r = answer(svc.name, svc.password)
+        check(r.startswith("+OK"), "its own uid's account: %r" % r)
+        eq(answer(other.name, other.password), AUTH_FAIL,
+           "uid %d's account, right password, pop3d running as uid %d"
+           % (other.uid, svc.uid))
+
+
+@test
+def users_file_overlong_secret_is_logged():
+    """A users-file line whose APOP secret does not fit is malformed:
+    logged with its line number, not a silent refusal."""
+    with Env() as env:
+        env.write_mbox("long", msgs(1))
+        env.write_users([env.user_line("long", "pw", method="sha-512") +
+                         ":" + env.mbox("long") + ":" + "s" * 300])
+        p = env.start()
+        eq(attempt(p, "long", "pw")[1], AUTH_FAIL, "PASS")
+        p.ok("QUIT")
+        p.expect_eof()
+        p.wait()
+        check("line 1:" in p.stderr(),
+              "the line is logged: %r" % p.stderr()[-500:])
+
+
+@test
 def virtual_users_own_ids_and_maildrop():
     """A users-file line's uid, gid and maildrop are the session's, even
     for ids that no system user has; with -f, system users cannot log in."""
