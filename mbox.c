@@ -808,27 +808,33 @@ enum table_source { SCANNED, INDEXED, APPENDED };
  * size, mtime and ctime to the nanosecond: any write since changes the
  * ctime, as the index is only written for a file settled over a second),
  * from the index and a scan of the rest when mail was only appended, else
- * by a scan of all of it.  MD_OK, or the status for the client (logged).
+ * by a scan of all of it.  *whole: the table is a scan of all the file, or
+ * an index of one; not after an index+scan, whose front was only checked
+ * at its last message, nor from an index saved by such a session.  MD_OK,
+ * or the status for the client (logged).
  */
 static enum md_status
 build_table(struct maildrop *md, const struct stat *st,
-    enum table_source *src)
+    enum table_source *src, int *whole)
 {
 	struct mbox_index ix;
 	uint64_t size = (uint64_t)st->st_size, start = 0;
 	int r;
 
 	*src = SCANNED;
+	*whole = 1;
 	if (size > 0 && mbox_index_load(md, &ix) == 0) {
 		if (ix.size == size && same_time(&ix.mtime, &st->st_mtim) &&
 		    same_time(&ix.ctime, &st->st_ctim)) {
 			*src = INDEXED;
+			*whole = ix.whole;
 			return MD_OK;
 		}
 		if (ix.size < size &&
-		    (start = appended(md, ix.size, size)) > 0)
+		    (start = appended(md, ix.size, size)) > 0) {
 			*src = APPENDED;
-		else
+			*whole = 0;
+		} else
 			maildrop_free_table(md);
 	}
 	if (*src == APPENDED)
@@ -851,6 +857,7 @@ mbox_open(struct maildrop *md)
 	struct timespec now;
 	enum md_status r = MD_TEMP;
 	enum table_source src = SCANNED;
+	int whole = 1, settled = 0;
 
 	st.st_size = 0;
 	md->fd = open(md->path, O_RDWR | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC |
@@ -901,14 +908,16 @@ mbox_open(struct maildrop *md)
 		r = MD_TEMP;
 	}
 	if (r == MD_OK)
-		r = build_table(md, &st, &src);
+		r = build_table(md, &st, &src, &whole);
 	if (r == MD_OK) {
 		/*
 		 * What the file looked like when scanned, for changed()'s
 		 * fast path.  Only a file last written over a second ago
 		 * qualifies: any later write then shows as a new mtime even
-		 * on coarse file-system clocks.  A table partly from the
-		 * index whose file changed since never does.  The clock is
+		 * on coarse file-system clocks.  A table partly from an
+		 * index whose file changed since never does, nor one from
+		 * an index saved with such a table (!whole): its front was
+		 * never checked against the file.  The clock is
 		 * read with clock_gettime, not time(3): Linux's vDSO time()
 		 * is its coarse clock, up to a tick behind the fine-grained
 		 * file times of Linux 6.13 and later, so a file written in
@@ -920,8 +929,9 @@ mbox_open(struct maildrop *md)
 		md->seen.ctime = st.st_ctim;
 		if (clock_gettime(CLOCK_REALTIME, &now) == -1)
 			now.tv_sec = 0;		/* not settled */
-		md->seen.settled = now.tv_sec - st.st_mtime > mbox_settle &&
+		settled = now.tv_sec - st.st_mtime > mbox_settle &&
 		    now.tv_sec - st.st_ctime > mbox_settle;
+		md->seen.settled = settled && whole;
 		md->seen.indexed = src != SCANNED;
 		md->source = src == INDEXED ? "index" : src == APPENDED ?
 		    "index+scan" : "scan";
@@ -931,10 +941,8 @@ mbox_open(struct maildrop *md)
 		log_msg(LOG_WARNING, "maildrop %s: over %d messages, the rest "
 		    "is not shown", md->path, POP3D_MAX_MSGS);
 	/* For the next session; the delivery agents need not wait for it. */
-	if (r == MD_OK && src != INDEXED && md->seen.settled)
-		mbox_index_save(md, &st);
-	if (src == APPENDED)
-		md->seen.settled = 0;
+	if (r == MD_OK && src != INDEXED && settled)
+		mbox_index_save(md, &st, whole);
 	return r;
 }
 

@@ -44,7 +44,8 @@ struct index_head {
 	uint32_t	 order;		/* INDEX_ORDER as written */
 	uint32_t	 msgsize;	/* sizeof(struct msg) */
 	uint32_t	 locsize;	/* sizeof(struct mbox_msg) */
-	uint32_t	 pad;
+	uint32_t	 flags;
+#define INDEX_WHOLE	0x01	/* the table is a scan of all the file */
 	uint64_t	 dev, ino;
 	uint64_t	 size;		/* bytes of the mbox, all in the table */
 	int64_t		 mtime[2], ctime[2];	/* seconds, nanoseconds */
@@ -129,6 +130,7 @@ mbox_index_load(struct maildrop *md, struct mbox_index *ix)
 	    h.order != INDEX_ORDER || h.msgsize != sizeof(*m) ||
 	    h.locsize != sizeof(*at) ||
 	    h.dev != (uint64_t)md->id.dev || h.ino != (uint64_t)md->id.ino ||
+	    (h.flags & ~(uint32_t)INDEX_WHOLE) != 0 ||
 	    h.count == 0 || h.count > POP3D_MAX_MSGS ||
 	    (uint64_t)st.st_size != sizeof(h) + h.count * (sizeof(*m) +
 	    sizeof(*at)))
@@ -153,6 +155,7 @@ mbox_index_load(struct maildrop *md, struct mbox_index *ix)
 	ix->mtime.tv_nsec = (long)h.mtime[1];
 	ix->ctime.tv_sec = (time_t)h.ctime[0];
 	ix->ctime.tv_nsec = (long)h.ctime[1];
+	ix->whole = (h.flags & INDEX_WHOLE) != 0;
 	return 0;
 bad:
 	free(m);
@@ -162,7 +165,7 @@ bad:
 }
 
 void
-mbox_index_save(const struct maildrop *md, const struct stat *st)
+mbox_index_save(const struct maildrop *md, const struct stat *st, int whole)
 {
 	struct index_head h;
 	char path[1100], tmp[1110];
@@ -177,6 +180,7 @@ mbox_index_save(const struct maildrop *md, const struct stat *st)
 	h.order = INDEX_ORDER;
 	h.msgsize = sizeof(struct msg);
 	h.locsize = sizeof(struct mbox_msg);
+	h.flags = whole ? INDEX_WHOLE : 0;
 	h.dev = (uint64_t)md->id.dev;
 	h.ino = (uint64_t)md->id.ino;
 	h.size = md->end;

@@ -387,16 +387,20 @@ extern int mbox_settle;
  * the index was written; -1 when there is none it can trust as well formed
  * (then md's table is still empty).  Whether the file is still in that
  * state is the caller's to judge.  mbox_index_save writes md's table, the
- * file being in state st; quietly nothing when the directory does not
- * allow it.  mbox_index_drop removes it.
+ * file being in state st, whole when the table is a scan of all of it (not
+ * an older index's table with only the appended part scanned, whose front
+ * nobody checked against the file); quietly nothing when the directory
+ * does not allow it.  mbox_index_drop removes it.
  */
 struct stat;
 struct mbox_index {
 	uint64_t	 size;
 	struct timespec	 mtime, ctime;
+	int		 whole;		/* as saved */
 };
 int	mbox_index_load(struct maildrop *, struct mbox_index *);
-void	mbox_index_save(const struct maildrop *, const struct stat *);
+void	mbox_index_save(const struct maildrop *, const struct stat *,
+	    int whole);
 void	mbox_index_drop(const struct maildrop *);
 
 /*

@@ -166,5 +166,52 @@ def no_index_where_the_mail_user_cannot_write():
         eq(sorted(os.listdir(sub)), ["dave"], "files beside the mbox")
 
 
+@test
+def index_saved_after_an_append_is_not_trusted_whole():
+    # A reader swaps message 2 for another of the same size in place, then
+    # mail is appended: the append check passes (the last message is
+    # still where it was), so the front of the table is the old index's.
+    # The session that saves that table must not make it a fresh index:
+    # the next one would send X's bytes under B's UIDL (RETR skips its
+    # re-read on a settled file it thinks it has scanned).
+    a, c, d = message(1), message(3), message(4)
+    b = message(2, subject=b"message B", body=b"bbbb\n")
+    x = message(2, subject=b"message X", body=b"xxxx\n")
+    eq(len(b), len(x), "B and X")
+    with Env() as env:
+        env.add_user("erin", PW)
+        env.write_mbox("erin", [a, b, c, d])
+        time.sleep(SETTLE)
+        src, _, _, us1 = view(env, "erin")
+        eq(src, "scan", "first session")
+        env.write_mbox("erin", [a, x, c, d])     # in place, same size
+        env.append_mbox("erin", [message(9)])
+        time.sleep(SETTLE)
+        src, _, _, us2 = view(env, "erin")
+        eq(src, "index+scan", "after the rewrite and the append (else "
+           "this test proves nothing)")
+        p = env.session("erin", PW)
+        us3 = parse_uidl(p.ok_multi("UIDL"))
+        r = p.cmd("RETR 2")
+        if r.startswith("+OK"):
+            got = p.multi_raw() + b".\r\n"
+            check(got != stuffed(x) or us3[1] != us1[1],
+                  "RETR 2 sent X under B's UIDL %s" % us1[1][1])
+            eq(got, stuffed(x), "RETR 2")
+        else:
+            check(r.startswith("-ERR [SYS/TEMP]"), "RETR 2: %r" % r)
+        eq(retr(p, 4), stuffed(d), "RETR 4 (untouched, as its neighbour)")
+        p.quit()
+        # Once the file is scanned whole, message 2 is X, under X's UIDL.
+        p = env.session("erin", PW)
+        us = parse_uidl(p.ok_multi("UIDL"))
+        eq(retr(p, 2), stuffed(x), "RETR 2 in the session after")
+        p.quit()
+        eq(table_source(p), "scan", "the session after")
+        check(us[1][1] != us1[1][1], "X kept B's UIDL")
+        eq([u for _, u in us[:1] + us[2:]],
+           [u for _, u in us2[:1] + us2[2:]], "the other UIDLs")
+
+
 if __name__ == "__main__":
     main()

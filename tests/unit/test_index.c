@@ -466,7 +466,7 @@ Test(index, implausible_offsets_are_refused)
 			fake.end += 100;
 			break;
 		}
-		mbox_index_save(&fake, &st);
+		mbox_index_save(&fake, &st, 1);
 		maildrop_free_table(&fake);
 		maildrop_close(&md);
 		{
@@ -543,6 +543,48 @@ Test(index, stale_index_never_steers_update)
 }
 
 /*
+ * The same stale table, but the session that built it (index+scan) used
+ * neither RETR nor UPDATE: the index it saved for the next session holds
+ * the old digest of message 2.  That index is no scan's: the session that
+ * reads it must re-read what RETR sends, as the index+scan session would.
+ */
+Test(index, index_saved_after_an_append_is_checked_at_retr)
+{
+	struct fx f;
+	struct ref_mbox b = { 0 }, x = { 0 };
+	struct maildrop md;
+	static const char tail[] = ENV2 "Subject: new\n\nnew mail\n\n";
+
+	fx_init(&f);
+	ref_mbox_adds(&b, ENV, "Subject: A\n\naaaa\n", "\n");
+	ref_mbox_adds(&b, ENV, "Subject: B\n\nbbbb\n", "\n");
+	ref_mbox_adds(&b, ENV, "Subject: C\n\ncccc\n", "\n");
+	ref_mbox_adds(&x, ENV, "Subject: A\n\naaaa\n", "\n");
+	ref_mbox_adds(&x, ENV, "Subject: X\n\nxxxx\n", "\n");
+	ref_mbox_adds(&x, ENV, "Subject: C\n\ncccc\n", "\n");
+	cr_assert_eq(b.file.len, x.file.len);
+	file_write(f.path, b.file.p, b.file.len, 0600);
+	expect_source(f.path, "scan", "first");
+	tick();
+	file_write(f.path, x.file.p, x.file.len, 0600);
+	file_append(f.path, tail, sizeof(tail) - 1);
+	cr_assert_eq(maildrop_open(&md, f.path), MD_OK);
+	cr_assert_str_eq(md.source, "index+scan");
+	maildrop_close(&md);
+
+	cr_assert_eq(maildrop_open(&md, f.path), MD_OK);
+	cr_assert_str_eq(md.source, "index");
+	cr_assert_eq(maildrop_check(&md, 1, -1), MD_TEMP,
+	    "RETR trusted an index whose front nobody checked");
+	maildrop_close(&md);
+	cr_assert(!exists(f.ix), "the stale index was kept");
+	cr_assert_str_eq(open_check(f.path, &md), "scan");
+	maildrop_close(&md);
+	ref_mbox_free(&b);
+	ref_mbox_free(&x);
+}
+
+/*
  * The last indexed message swapped for another of the same size, then
  * mail appended: the append check must see that the old part is not what
  * the index says and scan it all.
@@ -596,7 +638,7 @@ Test(index, update_checks_even_a_fresh_index)
 	memcpy(u, fake.loc.mbox[1].uid, 16);
 	memcpy(fake.loc.mbox[1].uid, fake.loc.mbox[2].uid, 16);
 	memcpy(fake.loc.mbox[2].uid, u, 16);
-	mbox_index_save(&fake, &st);
+	mbox_index_save(&fake, &st, 1);
 	maildrop_free_table(&fake);
 	maildrop_close(&md);
 
