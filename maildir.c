@@ -128,9 +128,11 @@ maildir_time(const char *base)
 	uint64_t t = 0;
 
 	for (; *base >= '0' && *base <= '9'; base++) {
-		if (t > (UINT64_MAX - 9) / 10)
+		uint64_t d = (uint64_t)(*base - '0');
+
+		if (t > (UINT64_MAX - d) / 10)
 			return UINT64_MAX;
-		t = t * 10 + (uint64_t)(*base - '0');
+		t = t * 10 + d;
 	}
 	return t;
 }
@@ -180,9 +182,11 @@ maildir_vsize(const char *base, uint64_t *w)
 			continue;
 		for (j = i + 3; j < len && base[j] >= '0' && base[j] <= '9';
 		    j++) {
-			if (v > (UINT64_MAX - 9) / 10)
+			uint64_t d = (uint64_t)(base[j] - '0');
+
+			if (v > (UINT64_MAX - d) / 10)
 				break;
-			v = v * 10 + (uint64_t)(base[j] - '0');
+			v = v * 10 + d;
 		}
 		if (j > i + 3 && (j == len || base[j] == ',')) {
 			*w = v;
@@ -1267,11 +1271,36 @@ maildir_update(struct maildrop *md)
 }
 
 /*
+ * 1 when s[0..len) has the shape of a hashed UIDL (maildrop_uidl_digest):
+ * 32 lowercase hex digits, maybe '-' and digits.
+ */
+static int
+digest_shaped(const char *s, size_t len)
+{
+	size_t j;
+
+	if (len < 32 || (len > 32 && (len == 33 || s[32] != '-')))
+		return 0;
+	for (j = 0; j < 32; j++)
+		if (!((s[j] >= '0' && s[j] <= '9') ||
+		    (s[j] >= 'a' && s[j] <= 'f')))
+			return 0;
+	for (j = 33; j < len; j++)
+		if (s[j] < '0' || s[j] > '9')
+			return 0;
+	return 1;
+}
+
+/*
  * RFC 1939 §7: a UIDL is 1 to 70 characters from 0x21 to 0x7E.  The
  * unique part of the name is used when it is one, as Dovecot and Courier
  * do, so that ids stay the same when a user moves between them; otherwise
  * the hex of its MD5.  A second file with the same unique part gets the
- * hex and a suffix, as an mbox copy does.
+ * hex and a suffix, as an mbox copy does.  A unique part shaped like such
+ * a hex id is hashed too: as it is, it could equal another file's hashed
+ * id (a name that is the MD5 hex of another's unique part), and two
+ * messages would share a UIDL.  So ids used as they are and hashed ids
+ * never meet, and hashed ids differ unless MD5 collides.
  */
 static void
 maildir_uidl(const struct maildrop *md, size_t i, char *buf)
@@ -1280,7 +1309,8 @@ maildir_uidl(const struct maildrop *md, size_t i, char *buf)
 	size_t len = maildir_base_len(base), j;
 	unsigned char uid[16];
 	MD5_CTX ctx;
-	int ok = md->msgs[i].dup == 0 && len >= 1 && len <= POP3D_UIDL_MAX;
+	int ok = md->msgs[i].dup == 0 && len >= 1 && len <= POP3D_UIDL_MAX &&
+	    !digest_shaped(base, len);
 
 	for (j = 0; ok && j < len; j++)
 		if ((unsigned char)base[j] < 0x21 ||

@@ -85,7 +85,9 @@ maildrop_stat(const struct maildrop *md, size_t *n, uint64_t *octets)
 	for (i = 0; i < md->count; i++)
 		if (!(md->msgs[i].flags & MSG_DELETED)) {
 			(*n)++;
-			*octets += md->msgs[i].size;
+			/* Sizes from names (,W=) may be huge: no wrap. */
+			*octets = md->msgs[i].size > UINT64_MAX - *octets ?
+			    UINT64_MAX : *octets + md->msgs[i].size;
 		}
 }
 
@@ -103,7 +105,8 @@ maildrop_uidl_digest(const unsigned char uid[16], uint32_t dup, char *buf)
 	/*
 	 * Identical copies share a digest; the suffix keeps their ids unique
 	 * (RFC 1939 §7).  Hex has no '-', so no suffixed id can equal a
-	 * plain one.
+	 * plain one.  (Maildir hashes a unique part of this shape rather than
+	 * use it as it is, so no name can take one of these ids either.)
 	 */
 	if (dup > 0)
 		snprintf(buf + 2 * j, POP3D_UIDL_MAX + 1 - 2 * j, "-%u",

@@ -446,6 +446,31 @@ Test(listing, delivery_order_not_readdir_order)
 }
 
 /*
+ * Leading times up to UINT64_MAX are numbers; only beyond it do they
+ * saturate (and then tie, broken by the name).
+ */
+Test(listing, times_up_to_the_64_bit_limit)
+{
+	static const char *const want[] = {
+		"new/18446744073709551610.a",		/* fits */
+		"new/100000000000000000000.b",		/* saturates */
+		"new/18446744073709551615.c",		/* UINT64_MAX: ties */
+	};
+	char *dir = md_make();
+	struct maildrop md;
+	size_t i;
+
+	for (i = 0; i < 3; i++)
+		puts_(dir, want[2 - i], MSG);
+	md_open(&md, dir);
+	cr_assert_eq(md.count, 3);
+	for (i = 0; i < 3; i++)
+		cr_assert_str_eq(name_of(&md, i), want[i], "position %zu", i);
+	maildrop_close(&md);
+	tmpdir_remove(dir);
+}
+
+/*
  * The names pool, allocated at the directories' size or grown from 4 KiB
  * when that hint is off (or wrong, as on tmpfs), gives the same table;
  * a rename found after the scan grows it further.
@@ -763,6 +788,36 @@ Test(size, stat_sums_sizes)
 	tmpdir_remove(dir);
 }
 
+/* ,W= up to UINT64_MAX; STAT's total saturates rather than wraps. */
+Test(size, w_field_up_to_the_64_bit_limit)
+{
+	char *dir = md_make();
+	struct maildrop md;
+	size_t n;
+	uint64_t o;
+
+	puts_(dir, "new/1.a,W=18446744073709551615", "abc\n");
+	puts_(dir, "new/2.b,W=18446744073709551616", "abc\n");	/* 2^64 */
+	puts_(dir, "new/3.c,W=18446744073709551614", "abc\n");
+	md_open(&md, dir);
+	cr_assert_eq(md.count, 3);
+	cr_assert_eq(md.msgs[0].size, UINT64_MAX);
+	cr_assert_eq(md.msgs[1].size, 5, "too large: counted");
+	cr_assert_eq(md.msgs[2].size, UINT64_MAX - 1);
+	maildrop_stat(&md, &n, &o);
+	cr_assert_eq(n, 3);
+	cr_assert_eq(o, UINT64_MAX);
+	md.msgs[0].flags |= MSG_DELETED;
+	maildrop_stat(&md, &n, &o);
+	cr_assert_eq(o, UINT64_MAX, "(2^64 - 2) + 5 saturates too");
+	md.msgs[2].flags |= MSG_DELETED;
+	maildrop_stat(&md, &n, &o);
+	cr_assert_eq(n, 1);
+	cr_assert_eq(o, 5);
+	maildrop_close(&md);
+	tmpdir_remove(dir);
+}
+
 /* UIDL */
 
 Test(uidl, unique_part_of_the_name)
@@ -827,6 +882,76 @@ Test(uidl, invalid_names_hashed)
 		md5hex(bad[i], strlen(bad[i]), exp);
 		cr_assert_str_eq(uid, exp, "%zu", i);
 	}
+	maildrop_close(&md);
+	tmpdir_remove(dir);
+}
+
+/* Message index of "new/NAME" or "cur/NAME" rel. */
+static size_t
+index_of(const struct maildrop *md, const char *rel)
+{
+	size_t i;
+
+	for (i = 0; i < md->count; i++)
+		if (strcmp(name_of(md, i), rel) == 0)
+			return i;
+	cr_assert_fail("%s not in the table", rel);
+	return 0;
+}
+
+/*
+ * A unique part shaped like a hashed id (32 lowercase hex digits, maybe
+ * "-N") is hashed too, so that it can never equal the id another file's
+ * name hashes to: RFC 1939 §7, ids unique in the maildrop.
+ */
+Test(uidl, names_shaped_like_hashed_ids_are_hashed)
+{
+	char *dir = md_make(), h1[33], h2[33], rel[128], uid[POP3D_UIDL_MAX + 1];
+	char ids[9][POP3D_UIDL_MAX + 1], exp[64];
+	static const char *const asis[] = {
+		"0123456789abcdef0123456789ABCDEF",	/* upper case */
+		"0123456789abcdef0123456789abcde",	/* 31 digits */
+		"0123456789abcdef0123456789abcdef-",	/* '-', no digits */
+		"0123456789abcdef0123456789abcdef-1x",
+	};
+	struct maildrop md;
+	size_t i, j;
+
+	md5hex("1700000000.a b", 14, h1);	/* no valid UIDL: hashed */
+	md5hex("1700000000.x.host", 17, h2);	/* its second copy: h2-1 */
+	puts_(dir, "new/1700000000.a b", MSG);
+	puts_(dir, "new/1700000000.x.host", MSG);
+	puts_(dir, "cur/1700000000.x.host:2,S", MSG);
+	snprintf(rel, sizeof(rel), "new/%s", h1);
+	puts_(dir, rel, MSG);
+	snprintf(rel, sizeof(rel), "cur/%s-1:2,S", h2);
+	puts_(dir, rel, MSG);
+	for (i = 0; i < 4; i++) {
+		snprintf(rel, sizeof(rel), "new/%s", asis[i]);
+		puts_(dir, rel, MSG);
+	}
+	md_open(&md, dir);
+	cr_assert_eq(md.count, 9);
+	snprintf(rel, sizeof(rel), "new/%s", h1);
+	uidl_of(&md, index_of(&md, rel), uid);
+	md5hex(h1, 32, exp);
+	cr_assert_str_eq(uid, exp, "a name that is another's hashed id");
+	snprintf(rel, sizeof(rel), "cur/%s-1:2,S", h2);
+	uidl_of(&md, index_of(&md, rel), uid);
+	snprintf(exp, sizeof(exp), "%s-1", h2);
+	md5hex(exp, 34, exp);
+	cr_assert_str_eq(uid, exp, "a name that is a copy's hashed id");
+	for (i = 0; i < 4; i++) {
+		snprintf(rel, sizeof(rel), "new/%s", asis[i]);
+		uidl_of(&md, index_of(&md, rel), uid);
+		cr_assert_str_eq(uid, asis[i], "not of the shape: as it is");
+	}
+	for (i = 0; i < md.count; i++)
+		uidl_of(&md, i, ids[i]);
+	for (i = 0; i < md.count; i++)
+		for (j = i + 1; j < md.count; j++)
+			cr_assert_str_neq(ids[i], ids[j], "%s and %s",
+			    name_of(&md, i), name_of(&md, j));
 	maildrop_close(&md);
 	tmpdir_remove(dir);
 }
