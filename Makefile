@@ -135,24 +135,26 @@ UNITDIR	?= $(PREFIX)/lib/systemd/system
 TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
 DOCDIR	?= $(PREFIX)/share/doc/pop3d
 
+# A file that names the binary, installed with its real path, mode 644.
+install_sbin = sed 's|/usr/local/sbin/pop3d|$(SBINDIR)/pop3d|g' $(1) \
+	    > $(DESTDIR)$(2) && chmod 644 $(DESTDIR)$(2)
+
 install: all
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 \
 	    $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(UNITDIR) \
 	    $(DESTDIR)$(DOCDIR)/examples
 	install -m 755 obj/pop3d $(DESTDIR)$(SBINDIR)/pop3d
-	install -m 644 man/pop3d.8 $(DESTDIR)$(MANDIR)/man8/pop3d.8
+	$(call install_sbin,man/pop3d.8,$(MANDIR)/man8/pop3d.8)
 	install -m 644 man/pop3d.users.5 $(DESTDIR)$(MANDIR)/man5/pop3d.users.5
 	install -m 644 systemd/pop3d.socket $(DESTDIR)$(UNITDIR)/pop3d.socket
-	sed 's|/usr/local/sbin/pop3d|$(SBINDIR)/pop3d|' systemd/pop3d@.service \
-	    > $(DESTDIR)$(UNITDIR)/pop3d@.service
-	chmod 644 $(DESTDIR)$(UNITDIR)/pop3d@.service
+	$(call install_sbin,systemd/pop3d@.service,$(UNITDIR)/pop3d@.service)
 	install -d $(DESTDIR)$(TMPFILESDIR)
 	install -m 644 systemd/pop3d-tmpfiles.conf \
 	    $(DESTDIR)$(TMPFILESDIR)/pop3d.conf
-	install -m 644 inetd.conf.example contrib/tcpserver.sh README.md \
-	    $(DESTDIR)$(DOCDIR)/examples/
-	install -m 644 contrib/xinetd.d/pop3d \
-	    $(DESTDIR)$(DOCDIR)/examples/xinetd.pop3d
+	install -m 644 README.md $(DESTDIR)$(DOCDIR)/examples/
+	$(call install_sbin,inetd.conf.example,$(DOCDIR)/examples/inetd.conf.example)
+	$(call install_sbin,contrib/tcpserver.sh,$(DOCDIR)/examples/tcpserver.sh)
+	$(call install_sbin,contrib/xinetd.d/pop3d,$(DOCDIR)/examples/xinetd.pop3d)
 
 uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/pop3d $(DESTDIR)$(MANDIR)/man8/pop3d.8 \

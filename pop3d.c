@@ -22,6 +22,7 @@
 #include <limits.h>
 #include <pwd.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,14 +32,53 @@
 
 #include "pop3d.h"
 
+/*
+ * 1 when fd 2 is the connection itself (inetd and xinetd give the socket
+ * as fds 0, 1 and 2): a flag error must then not be written there, where
+ * the client would read it as the greeting and the admin would never see
+ * it.  Set before the flags are parsed.
+ */
+static int stderr_is_client;
+
+static int
+same_socket(int a, int b)
+{
+	struct stat sa, sb;
+
+	return fstat(a, &sa) == 0 && fstat(b, &sb) == 0 &&
+	    S_ISSOCK(sa.st_mode) && sa.st_dev == sb.st_dev &&
+	    sa.st_ino == sb.st_ino;
+}
+
+/* A bad flag: on stderr, or to syslog (LOG_MAIL) when stderr is the client. */
+static void __attribute__((format(printf, 1, 2)))
+flag_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (stderr_is_client) {
+		openlog("pop3d", LOG_PID, LOG_MAIL);
+		vsyslog(LOG_ERR, fmt, ap);
+	} else {
+		fputs("pop3d: ", stderr);
+		vfprintf(stderr, fmt, ap);
+		fputc('\n', stderr);
+	}
+	va_end(ap);
+}
+
 static void
 usage(void)
 {
-	fprintf(stderr, "usage: pop3d [-AeV] [-a failures] [-D delay] "
-	    "[-E empty_dir] [-f users_file]\n"
-	    "             [-m maildrop] [-n hostname] [-r mail_root] "
-	    "[-t timeout]\n"
-	    "             [-U min_uid] [-u prelogin_user]\n");
+	if (stderr_is_client)
+		flag_error("bad command-line flags; see pop3d(8)");
+	else
+		fprintf(stderr, "usage: pop3d [-AeV] [-a failures] [-D delay] "
+		    "[-E empty_dir] [-f users_file]\n"
+		    "             [-m maildrop] [-n hostname] [-r mail_root] "
+		    "[-t timeout]\n"
+		    "             [-U min_uid] [-u prelogin_user]\n");
 	exit(POP3D_EXIT_USAGE);
 }
 
@@ -50,8 +90,8 @@ number(const char *s, int min, int max, const char *what)
 
 	if (session_number(s, &n) == -1 || n < (uint64_t)min ||
 	    n > (uint64_t)max) {
-		fprintf(stderr, "pop3d: %s must be a number from %d to %d\n",
-		    what, min, max);
+		flag_error("%s must be a number from %d to %d", what, min,
+		    max);
 		exit(POP3D_EXIT_USAGE);
 	}
 	return (int)n;
@@ -73,9 +113,8 @@ host_name(const char *s)
 		    s[i] == '<' || s[i] == '>')
 			break;
 	if (n == 0 || n > POP3D_MAX_HOST || i < n) {
-		fprintf(stderr, "pop3d: -n must be 1 to %d printable "
-		    "characters without spaces or angle brackets\n",
-		    POP3D_MAX_HOST);
+		flag_error("-n must be 1 to %d printable characters "
+		    "without spaces or angle brackets", POP3D_MAX_HOST);
 		exit(POP3D_EXIT_USAGE);
 	}
 	return s;
@@ -121,8 +160,18 @@ log_peer(void)
 		} else if (ss.ss_family == AF_INET6) {
 			struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
 
-			inet_ntop(AF_INET6, &s6->sin6_addr, host,
-			    sizeof(host));
+			/*
+			 * A dual-stack listener (pop3d.socket's
+			 * ListenStream=110) sees IPv4 peers as
+			 * ::ffff:a.b.c.d: logged as the IPv4 address they
+			 * are.
+			 */
+			if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr))
+				inet_ntop(AF_INET, &s6->sin6_addr.s6_addr[12],
+				    host, sizeof(host));
+			else
+				inet_ntop(AF_INET6, &s6->sin6_addr, host,
+				    sizeof(host));
 			port = ntohs(s6->sin6_port);
 		}
 	}
@@ -560,6 +609,9 @@ main(int argc, char *argv[])
 	uint64_t octets;
 	int c, status;
 
+	stderr_is_client = same_socket(STDIN_FILENO, STDERR_FILENO);
+	if (stderr_is_client)
+		opterr = 0;	/* getopt's own complaint would go there too */
 	while ((c = getopt(argc, argv, "Aa:D:E:ef:m:n:r:t:U:u:V")) != -1) {
 		switch (c) {
 		case 'A':

@@ -54,6 +54,16 @@ def install_into_destdir_and_run_the_installed_binary():
         check("ExecStart=/usr/sbin/pop3d " in unit,
               "unit names the installed binary: %r"
               % re.findall(r"ExecStart=.*", unit))
+        # Every installed example and page names the installed binary: a
+        # line copied from them into inetd.conf must find it.
+        for f in EXPECTED:
+            path = os.path.join(d, f)
+            if f.endswith("sbin/pop3d"):
+                continue
+            check(os.stat(path).st_mode & 0o777 == 0o644, "mode of " + f)
+            text = open(path, errors="replace").read()
+            check("/usr/local/sbin" not in text,
+                  "%s names /usr/local/sbin after PREFIX=/usr" % f)
         v = subprocess.run([sbin, "-V"], capture_output=True, text=True)
         check(v.returncode == 0 and v.stdout.startswith("pop3d "),
               "pop3d -V: %r" % v.stdout)
@@ -275,6 +285,124 @@ def release_binary_is_hardened():
     check("__stack_chk_fail" in syms, "no stack protector")
     check(re.search(r"__\w+_chk\b", syms.replace("__stack_chk_fail", "")),
           "no FORTIFY_SOURCE checked functions")
+
+
+def syscall_set(groups):
+    """The syscalls a SystemCallFilter= allow list of groups and names
+    lets through, nested groups expanded as systemd does."""
+    out, seen, todo = set(), set(), list(groups)
+    while todo:
+        g = todo.pop()
+        if not g.startswith("@"):
+            out.add(g)
+            continue
+        if g in seen:
+            continue
+        seen.add(g)
+        p = subprocess.run(["systemd-analyze", "syscall-filter", "--no-pager",
+                            g], capture_output=True, text=True, timeout=60)
+        check(p.returncode == 0, "systemd-analyze syscall-filter %s: %s"
+              % (g, p.stderr))
+        for line in p.stdout.splitlines()[1:]:
+            w = line.strip().split()
+            if w and not w[0].startswith("#"):
+                todo.append(w[0])
+    return out
+
+
+@test
+def service_unit_lets_pop3d_chroot_and_collects_failed_sessions():
+    # pop3d chroots in every session (the pre-login jail, and -r): a
+    # SystemCallFilter= that leaves chroot(2) out kills the pre-login
+    # process with SIGSYS and each connection exits 2 with no greeting.
+    # systemd-analyze verify does not see it.
+    if shutil.which("systemd-analyze") is None:
+        raise T.Skip("no systemd-analyze")
+    src = open(os.path.join(T.REPO, "pop3d.c")).read()
+    check("chroot(" in src, "pop3d.c no longer calls chroot")
+    unit = open(os.path.join(T.REPO, "systemd", "pop3d@.service")).read()
+    filters = [l.split("=", 1)[1].split() for l in unit.splitlines()
+               if l.startswith("SystemCallFilter=")]
+    if filters:
+        check(not any(f and f[0].startswith("~") for f in filters),
+              "deny-list filters: check them by hand")
+        allowed = syscall_set([g for f in filters for g in f])
+        check("chroot" in allowed, "SystemCallFilter= %r does not allow "
+              "chroot" % filters)
+    # Exit 1 (no QUIT, failed logins) is routine for a per-connection
+    # instance; without this each such connection stays a failed unit.
+    check(re.search(r"^CollectMode=inactive-or-failed$", unit, re.M),
+          "pop3d@.service has no CollectMode=inactive-or-failed")
+
+
+@test
+def flag_errors_never_reach_the_client_under_inetd():
+    # inetd gives the connection as fds 0, 1 and 2: a bad flag in the
+    # inetd.conf line must not be written to the client as its greeting.
+    for args in (["-t", "0"], ["-n", "bad name"], ["-Z"]):
+        a, b = socket.socketpair()
+        try:
+            p = subprocess.Popen([T.BIN] + args, stdin=b, stdout=b, stderr=b)
+            b.close()
+            eq(p.wait(30), 64, "exit status of pop3d %s" % " ".join(args))
+            a.settimeout(10)
+            got = a.recv(4096)
+            eq(got, b"", "bytes the client got from pop3d %s"
+               % " ".join(args))
+        finally:
+            a.close()
+    # Where stderr is not the connection, the message stays on stderr.
+    p = subprocess.run([T.BIN, "-t", "0"], stdin=subprocess.DEVNULL,
+                       capture_output=True, timeout=30)
+    eq(p.returncode, 64, "exit status with -t 0")
+    check(b"-t must be a number" in p.stderr, "stderr: %r" % p.stderr)
+
+
+@test
+def ipv4_peer_of_a_dual_stack_listener_is_logged_as_ipv4():
+    # pop3d.socket's ListenStream=110 is a dual-stack IPv6 socket: an IPv4
+    # client's address must be logged as a.b.c.d, not ::ffff:a.b.c.d.
+    if shutil.which("systemd-socket-activate") is None:
+        raise T.Skip("no systemd-socket-activate")
+    try:
+        probe = socket.socket(socket.AF_INET6)
+        probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        probe.bind(("::", 0))
+        port = probe.getsockname()[1]
+        probe.close()
+    except OSError:
+        raise T.Skip("no dual-stack IPv6 here")
+    with T.Env() as env:
+        env.add_user("u", "pw")
+        logf = os.path.join(env.dir, "log")
+        with open(logf, "wb") as lf:
+            srv = subprocess.Popen(
+                ["systemd-socket-activate", "--accept", "--inetd", "-l",
+                 str(port), T.BIN] + env.argv(),
+                stdout=subprocess.DEVNULL, stderr=lf)
+        try:
+            for _ in range(100):
+                try:
+                    c = socket.create_connection(("127.0.0.1", port), 1)
+                    break
+                except OSError:
+                    time.sleep(0.05)
+            else:
+                fail("no dual-stack listener")
+            c.settimeout(10)
+            f = c.makefile("rb")
+            f.readline()
+            local = c.getsockname()[1]
+            c.sendall(b"QUIT\r\n")
+            f.readline()
+            c.close()
+            time.sleep(0.3)
+        finally:
+            srv.terminate()
+            srv.wait(10)
+        log = open(logf).read()
+        check(re.search(r"connect from 127\.0\.0\.1 port %d\b" % local, log),
+              "IPv4 peer not logged as IPv4:\n" + log)
 
 
 if __name__ == "__main__":
