@@ -178,7 +178,7 @@ FUZZ_SAN  = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
 	    -fno-omit-frame-pointer
 FUZZ_CFLAGS = $(WARN) $(FUZZ_SAN) -fsanitize=fuzzer-no-link -D_GNU_SOURCE \
 	    -MMD -MP $(DEPS_CFLAGS) $(CFLAGS)
-FUZZ_NAMES = session base64 users mbox maildir
+FUZZ_NAMES = session base64 users mbox maildir journal
 FUZZ_OBJ  = $(LIBSRC:%.c=obj-fuzz/%.o)
 FUZZ_BIN  = $(FUZZ_NAMES:%=obj-fuzz/fuzz_%)
 

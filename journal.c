@@ -402,7 +402,7 @@ read_journal(struct maildrop *md, int fd, struct jhead *h)
 	unsigned char *jbuf = maildrop_buf(), sum[16];
 	struct stat st;
 	struct jtail t;
-	uint64_t body, off = 0, i, total = 0;
+	uint64_t body, off = 0, i, total = 0, c;
 	MD5_CTX ctx;
 
 	if (fstat(fd, &st) == -1)
@@ -427,7 +427,10 @@ read_journal(struct maildrop *md, int fd, struct jhead *h)
 		    r.len > h->orig || r.src > h->orig - r.len ||
 		    r.src <= r.dst)
 			return 0;
-		total += carried(r.src, r.len, h->final);
+		c = carried(r.src, r.len, h->final);
+		if (c > body || total > body - c)
+			return 0;	/* more than the file holds (no wrap) */
+		total += c;
 	}
 	if (sizeof(*h) + h->nranges * sizeof(struct jrec) + total != body)
 		return 0;
@@ -514,12 +517,34 @@ journal_recover(struct maildrop *md)
 		return MD_OK;	/* none could have been written either */
 	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.new", path) < sizeof(tmp))
 		(void)unlink(tmp);	/* a journal cut short while written */
-	if ((fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) == -1) {
+	if ((fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC))
+	    == -1) {
 		if (errno == ENOENT)
 			return MD_OK;
 		log_msg(LOG_ERR, "maildrop %s: journal %s: %s", md->path, path,
 		    strerror(errno));
 		return MD_TEMP;
+	}
+	/*
+	 * Only a journal pop3d wrote, as the mail user, is read at all: a
+	 * FIFO would block the login (and every delivery behind the locks;
+	 * hence O_NONBLOCK), and a file of another user could be a forgery
+	 * planted in a shared spool.  Such a file is left for the
+	 * administrator, and the login refused: the mbox may be half-moved
+	 * if a real journal was replaced.
+	 */
+	if (fstat(fd, &st) == -1) {
+		log_msg(LOG_ERR, "maildrop %s: journal %s: %s", md->path, path,
+		    strerror(errno));
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode) || st.st_uid != geteuid() ||
+	    (st.st_mode & (S_IWGRP | S_IWOTH))) {
+		log_msg(LOG_ERR, "maildrop %s: journal %s is no file this user "
+		    "wrote (mode 0%o, uid %lu); left for the administrator",
+		    md->path, path, (unsigned)st.st_mode,
+		    (unsigned long)st.st_uid);
+		goto out;
 	}
 	if ((v = read_journal(md, fd, &h)) == -1 || fstat(md->fd, &st) == -1) {
 		log_msg(LOG_ERR, "maildrop %s: journal %s: %s", md->path, path,

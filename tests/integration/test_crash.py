@@ -333,6 +333,11 @@ def forged_and_garbage_journals_are_discarded():
                 + b"XPOP3DEND",
             "carried bytes short": journal_bytes(
                 st, orig, final, stale, good, carried(cut, orig - cut)[:-1]),
+            # Two ranges that each carry 2^63 bytes: their sum wraps to
+            # 0, the size of this journal's (empty) data.
+            "carried sum wrapping": journal_bytes(
+                st, 2 ** 64 - 1, 2 ** 64 - 1, stale,
+                [(0, 1, 2 ** 63), (0, 1, 2 ** 63)], b""),
         }
         for what, j in forged.items():
             env.write_mbox("u", ms)
@@ -347,6 +352,72 @@ def forged_and_garbage_journals_are_discarded():
                                   carried(cut, orig - cut)))
         env.own(jpath, 0o600)
         eq(recover(env), expected(ms, {1}), "mbox after a good journal")
+
+
+@test
+def journal_that_is_no_file_of_ours_refuses_the_login():
+    # Where the journal goes there may be something pop3d never wrote: a
+    # FIFO (reading it would block the login, with the locks held and
+    # deliveries waiting), a directory, a file of another user (a forgery
+    # in a shared spool) or one others may write.  The login is refused
+    # at once with [SYS/TEMP], the reason logged, the mbox and the file
+    # left alone.
+    with T.Env() as env:
+        ms = msgs(3)
+        setup(env, ms)
+        raw = T.mbox_bytes(ms)
+        jpath = os.path.join(env.maildir, ".u.pop3d-journal")
+        st = os.stat(env.write_mbox("u", ms))
+        cut = len(T.mbox_bytes(ms[:1]))
+        import hashlib
+        good = journal_bytes(st, len(raw), len(raw) - cut,
+                             hashlib.md5(raw[len(raw) - cut:]).digest(),
+                             [(0, cut, len(raw) - cut)], raw[cut:len(raw) - cut])
+
+        def fifo():
+            os.mkfifo(jpath, 0o600)
+            env.own(jpath, 0o600)
+
+        def directory():
+            os.mkdir(jpath, 0o700)
+            env.own(jpath, 0o700)
+
+        def journal(mode, uid=None):
+            def make():
+                with open(jpath, "wb") as f:
+                    f.write(good)
+                env.own(jpath, mode)
+                if uid is not None:
+                    os.chown(jpath, uid, T.MAIL_GID)
+            return make
+        cases = [("a FIFO", fifo), ("a directory", directory),
+                 ("a group-writable journal", journal(0o620))]
+        if T.IS_ROOT:
+            # Readable, so that its owner is what refuses it.
+            cases.append(("another user's journal",
+                          journal(0o644, T.MAIL_UID - 1)))
+        for what, make in cases:
+            env.write_mbox("u", ms)
+            make()
+            p = env.start()
+            p.ok("USER u")
+            t0 = time.monotonic()
+            r = p.cmd("PASS pw", timeout=10)
+            check(r.startswith("-ERR [SYS/TEMP]"), "%s: PASS %r" % (what, r))
+            check(time.monotonic() - t0 < 5, "%s: %.1f s" % (
+                what, time.monotonic() - t0))
+            p.finish()
+            check("left for the administrator" in p.stderr(),
+                  "%s: log %r" % (what, p.stderr()[-300:]))
+            eq(env.read_mbox("u"), raw, "%s: the mbox" % what)
+            check(os.path.lexists(jpath), "%s: removed" % what)
+            if os.path.isdir(jpath):
+                os.rmdir(jpath)
+            else:
+                os.unlink(jpath)
+        # The same journal, this user's and private, is replayed.
+        journal(0o600)()
+        eq(recover(env), expected(ms, {1}), "the journal of this user")
 
 
 @test
