@@ -105,9 +105,10 @@ $(O)/test_io_portable: tests/unit/test_io.c $(O)/io-portable.o \
 
 unit: $(UNITBIN) $(O)/test_io_portable
 
-# Every test, in three passes (tests/run): the hardened build, the same
-# under ASan + UBSan, and the end-to-end suite under valgrind.  One summary
-# line at the end.  `make check` runs only the first pass.
+# Every test, in four passes (tests/run): the hardened build, the same
+# under ASan + UBSan, the end-to-end suite under valgrind, and each fuzz
+# target for FUZZ_SECONDS.  One summary line at the end.  `make check`
+# runs only the first pass.
 test: all unit
 	$(MAKE) SAN=1 all unit
 	$(MAKE) FI=1 all

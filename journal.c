@@ -4,13 +4,15 @@
  * UPDATE moves the messages behind the first deleted one down in place.
  * Before the mbox is touched, the plan (where each run of bytes goes) and
  * the bytes themselves are written to a journal beside the mbox, fsync'ed,
- * and its directory entry synced.  The moves are then done from the journal,
- * the mbox synced and truncated, and the journal removed.  Whoever next
- * opens the mbox under its locks finds either no journal, an incomplete one
- * (the mbox was not touched yet: discard it), or a complete one, which is
- * replayed; replay only writes bytes taken from the journal, so it can be
- * repeated any number of times.  Runs as the mail user.  It trusts the
- * journal only after its checksum matches.
+ * and its directory entry synced.  The moves are then done from the journal
+ * (bytes it does not carry, which lie at or above the final size, from
+ * where they still are in the mbox), the mbox synced and truncated, and
+ * the journal removed.  Whoever next opens the mbox under its locks finds
+ * either no journal, an incomplete one (the mbox was not touched yet:
+ * discard it), or a complete one, which is replayed; replay writes only
+ * below the final size, from the journal and from mbox bytes no move
+ * overwrites, so it can be repeated any number of times.  Runs as the
+ * mail user.  It trusts the journal only after its checksum matches.
  *
  * On-disk layout (host byte order: a journal never leaves its host):
  *   struct jhead, nranges struct jrec, the carried bytes of every range in

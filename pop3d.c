@@ -2,9 +2,11 @@
  * pop3d.c: main.  Flags, fd hygiene, the switch to the mail user.
  *
  * Runs as root when inetd or systemd starts it that way, and then parses
- * no network input itself beyond what session.c reads before login; after
- * a login it drops to the uid and gid of the account for good, before the
- * maildrop is opened.  The connection is fds 0 and 1.
+ * no network input as root: before login session.c runs in a jailed,
+ * unprivileged child (prelogin()), and the root parent reads only its
+ * fixed-size records (privsep.c); after a login it drops to the uid and
+ * gid of the account for good, before the maildrop is opened.  The
+ * connection is fds 0 and 1.
  */
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -733,17 +735,22 @@ main(int argc, char *argv[])
 		status = POP3D_EXIT_CLIENT;
 		break;
 	}
-	if (status != POP3D_EXIT_OK) {
+	/*
+	 * Without QUIT nothing was deleted.  A failed UPDATE may have done
+	 * part of it (Maildir unlinks) or left it to the journal's replay at
+	 * the next login (mbox): the deletions asked for are logged as not
+	 * confirmed.
+	 */
+	if (status == POP3D_EXIT_CLIENT) {
 		md.ndele = 0;
 		md.bdele = 0;
-	}
-	if (status != POP3D_EXIT_OK)
 		for (size_t i = 0; i < md.count; i++)
 			md.msgs[i].flags &= ~(uint32_t)MSG_DELETED;
+	}
 	maildrop_stat(&md, &kept, &octets);
 	log_msg(LOG_INFO, "%s: user=%s retrieved=%zu/%llu deleted=%zu/%llu "
 	    "kept=%zu/%llu", status == POP3D_EXIT_OK ? "quit" :
-	    status == POP3D_EXIT_SYS ? "quit failed, nothing deleted" :
+	    status == POP3D_EXIT_SYS ? "quit failed, deletions not confirmed" :
 	    "ended without QUIT, nothing deleted", uname, md.nretr,
 	    (unsigned long long)md.bretr, md.ndele,
 	    (unsigned long long)md.bdele, kept, (unsigned long long)octets);

@@ -36,8 +36,8 @@
 /* Seconds before a failed login is answered (slows password guessing). */
 #define POP3D_AUTH_DELAY	2
 /*
- * The message table covers at most this many messages (64 bytes each, so
- * 64 MB).  Mail beyond the cap is not shown and is kept untouched by
+ * The message table covers at most this many messages (an mbox's 64 bytes
+ * each, so 64 MB; a Maildir's 20 plus its name).  Mail beyond the cap is not shown and is kept untouched by
  * UPDATE, exactly like mail that arrives during the session.
  */
 #define POP3D_MAX_MSGS		1000000

@@ -6,8 +6,9 @@
  * which states the command is valid and how its arguments are parsed,
  * before any handler sees it.  Credentials go to a verify callback (the
  * seam for privilege separation); the maildrop is reached only through the
- * maildrop interface.  Runs as an unprivileged user: before login, the user
- * the process started as; afterwards, the mail user.
+ * maildrop interface.  Runs as an unprivileged user: before login, the
+ * pre-login user (-u) in its jail, or the user pop3d started as when that
+ * is not root; afterwards, the mail user.
  */
 #include <ctype.h>
 #include <errno.h>

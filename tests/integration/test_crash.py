@@ -539,14 +539,19 @@ def no_room_for_a_journal_is_sys_perm():
         os.chmod(env.maildir, 0o755)
         if not T.IS_ROOT:
             os.chmod(env.maildir, 0o555)
+        errors = []
         try:
-            out, rc = run(env, T.BIN, "DELE 2\r\n")
+            out, rc = run(env, T.BIN, "DELE 2\r\n", errors=errors)
         finally:
             os.chmod(env.maildir, 0o755)
         last = out.rstrip("\r\n").split("\r\n")[-1]
         check(last.startswith("-ERR [SYS/PERM]"),
               "QUIT without room for a journal answered %r" % last)
         eq(env.read_mbox("u"), T.mbox_bytes(ms), "mbox untouched")
+        # The log says the deletion asked for is not confirmed.
+        check(any("quit failed, deletions not confirmed: user=u "
+                  "retrieved=0/0 deleted=1/" in l and " kept=4/" in l
+                  for l in errors), "log: %r" % errors[-3:])
 
 
 @test
