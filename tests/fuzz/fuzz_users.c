@@ -3,7 +3,8 @@
  * (auth_parse_line, with the maildrop template expansion behind it).
  *
  * The input is a users file.  It is cut into lines as file_lookup cuts
- * it (comments, empty lines and lines with NUL skipped) and each line is
+ * it (a CR before the LF dropped; comments, empty lines and lines with
+ * NUL skipped) and each line is
  * parsed on a heap copy of its exact size, once for the syntax only and
  * once as a login would, with one of two maildrop templates.  A parsed
  * line must give an account that is safe to use: a valid name, neither
@@ -34,8 +35,9 @@ parse(const struct config *cfg, const char *line, size_t n, int fill)
 {
 	struct account acct;
 	const char *hash = NULL, *apop = NULL, *why = NULL;
-	const char *colon = memchr(line, ':', n);
+	const char *colon = memchr(line, ':', n), *ctl = NULL;
 	char *copy = malloc(n + 1);
+	size_t i;
 	int r;
 
 	CHECK(copy != NULL);
@@ -45,8 +47,20 @@ parse(const struct config *cfg, const char *line, size_t n, int fill)
 	r = auth_parse_line(cfg, copy, fill ? &acct : NULL, &hash, &apop,
 	    &why);
 	CHECK(r == 0 || r == -1);
-	/* The line is cut in place: what is left at its start is the name. */
-	CHECK(strlen(copy) == (colon != NULL ? (size_t)(colon - line) : n));
+	for (i = 0; i < n && ctl == NULL; i++)
+		if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
+			ctl = line + i;
+	/* A control character anywhere makes the line malformed. */
+	CHECK(ctl == NULL || r == -1);
+	/*
+	 * The line is cut in place: what is left at its start is the name,
+	 * unless a control character before the first ':' ended the parse.
+	 */
+	if (ctl != NULL && (colon == NULL || ctl < colon))
+		CHECK(strlen(copy) == n);
+	else
+		CHECK(strlen(copy) == (colon != NULL ?
+		    (size_t)(colon - line) : n));
 	if (r == -1) {
 		CHECK(why != NULL && why[0] != '\0');
 	} else {
@@ -77,14 +91,17 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	while (p < end) {
 		const char *lf = memchr(p, '\n', (size_t)(end - p));
-		size_t n = (size_t)((lf != NULL ? lf : end) - p);
+		size_t n = (size_t)((lf != NULL ? lf : end) - p), m = n;
 
-		/* file_lookup skips these before parsing. */
-		if (n > 0 && p[0] != '#' && memchr(p, '\0', n) == NULL) {
+		/* file_lookup drops a CR before the LF (CRLF files)... */
+		if (m > 0 && p[m - 1] == '\r')
+			m--;
+		/* ...and skips these before parsing. */
+		if (m > 0 && p[0] != '#' && memchr(p, '\0', m) == NULL) {
 			/* getpwuid is slow: one template per line, in turn. */
-			int syntax = parse(&cfg_mail, p, n, 0);
+			int syntax = parse(&cfg_mail, p, m, 0);
 			int full = parse(lineno % 2 ? &cfg_home : &cfg_mail, p,
-			    n, 1);
+			    m, 1);
 
 			/* A full parse is the syntax check and more. */
 			CHECK(syntax == 0 || full == -1);
