@@ -224,7 +224,9 @@ maildrop_update(struct maildrop *md)
 	for (i = 0; i < md->count; i++)
 		if (md->msgs[i].flags & MSG_DELETED) {
 			md->ndele++;
-			md->bdele += md->msgs[i].size;
+			/* Sizes from names (,W=) may be huge: no wrap. */
+			md->bdele = md->msgs[i].size > UINT64_MAX - md->bdele ?
+			    UINT64_MAX : md->bdele + md->msgs[i].size;
 		}
 	/* The store decides: Maildir moves the shown messages to cur/ even
 	 * when nothing was deleted. */

@@ -544,7 +544,9 @@ send_msg(struct session *s, uint64_t n, long long lines)
 	if (lines < 0 && !(m->flags & MSG_RETRIEVED)) {
 		m->flags |= MSG_RETRIEVED;
 		s->md->nretr++;
-		s->md->bretr += m->size;
+		/* Sizes from names (,W=) may be huge: no wrap, as STAT. */
+		s->md->bretr = m->size > UINT64_MAX - s->md->bretr ?
+		    UINT64_MAX : s->md->bretr + m->size;
 	}
 	return OUT_CONTINUE;
 }
@@ -764,7 +766,12 @@ loop(struct session *s)
 		explicit_bzero(line, sizeof(line));	/* may hold a password */
 		if (s->io->err != 0) {
 			log_write_error(s);
-			return OUT_FAIL;
+			/*
+			 * A QUIT whose UPDATE is done stays a QUIT when only
+			 * its answer could not go (the flush of a full buffer
+			 * fails on it): the deletions are made.
+			 */
+			return o == OUT_QUIT ? OUT_QUIT : OUT_FAIL;
 		}
 		if (o != OUT_CONTINUE)
 			return o;

@@ -9,6 +9,7 @@ import base64
 import fcntl
 import hashlib
 import os
+import re
 import resource
 import select
 import socket
@@ -1855,6 +1856,51 @@ def seed_scenario():
         eq(env.read_mbox("alice"),
            mbox_bytes([(envelope(i), stored[i - 1]) for i in range(3, 9)]),
            "mbox after session 3")
+
+
+def outbuf():
+    """POP3D_OUTBUF from pop3d.h, read from the source so that the test
+    below fills exactly the buffer the binary has."""
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                       "pop3d.h")
+    with open(src) as f:
+        m = re.search(r"#define\s+POP3D_OUTBUF\s+\((\d+) \* (\d+)\)",
+                      f.read())
+    if m is None:
+        fail("no POP3D_OUTBUF in pop3d.h")
+    return int(m.group(1)) * int(m.group(2))
+
+
+@test
+def quit_stays_a_quit_when_only_its_answer_cannot_go():
+    # One pipelined batch fills the output buffer to within a few bytes,
+    # and the client has stopped reading: the first flush, and so the
+    # first write error, comes inside QUIT's answer, after UPDATE.  The
+    # deletion is made, so exit status and log must say QUIT (pop3d.8:
+    # 0, "quit: ... deleted=1/N"), not "ended without QUIT, nothing
+    # deleted" with exit status 1.
+    size = outbuf()
+    msg = message(1, body=b"".join(b"%099d\n" % i
+                                   for i in range(size // 100 - 40)))
+    octets = len(wire(msg))
+    used = (len(b"+OK %d octets\r\n" % octets) + len(stuffed(msg)) +
+            len(b"+OK message 1 deleted\r\n"))
+    check(used < size - 100, "RETR must not fill the buffer by itself")
+    k = (size - used) // len(b"+OK\r\n")     # 0..4 bytes of room left
+    batch = b"RETR 1\r\nDELE 1\r\n" + b"NOOP\r\n" * k + b"QUIT\r\n"
+    check(len(batch) <= select.PIPE_BUF, "the batch is one atomic write")
+    with env_with([msg]) as env:
+        p = env.session("alice", PW)
+        p.proc.stdout.close()       # the client reads no more
+        p.eof = True
+        os.write(p.inp, batch)
+        p.close_input()
+        eq(p.wait(), 0, "exit status after QUIT whose answer failed")
+        eq(env.read_mbox("alice"), b"", "mbox after QUIT")
+        err = p.stderr()
+        check("quit: user=alice retrieved=1/%d deleted=1/%d kept=0/0"
+              % (octets, octets) in err, "log: %s" % err)
+        check("ended without QUIT" not in err, "log: %s" % err)
 
 
 @test

@@ -137,6 +137,28 @@ def tmp_dot_files_and_non_files_never_shown():
 
 
 @test
+def log_octet_counts_saturate():
+    # ,W= is trusted up to UINT64_MAX and STAT's total saturates; the
+    # retrieved and deleted octets in the session's last log line must
+    # not wrap either (they said retrieved=2/0 deleted=2/0).
+    top = 2 ** 64 - 1
+    with Env() as env:
+        env.add_user("alice", PW)
+        md = Maildir(env)
+        md.put("cur/1700000000.M1P1.host,W=%d:2,S" % 2 ** 63, message(1))
+        md.put("cur/1700000001.M2P1.host,W=%d:2,S" % 2 ** 63, message(2))
+        p = env.session("alice", PW)
+        eq(parse_stat(p.ok("STAT")), (2, top), "STAT")
+        eq(retr(p, 1), stuffed(message(1)), "RETR 1")
+        eq(retr(p, 2), stuffed(message(2)), "RETR 2")
+        p.ok("DELE 1")
+        p.ok("DELE 2")
+        p.quit()
+        check("quit: user=alice retrieved=2/%d deleted=2/%d kept=0/0"
+              % (top, top) in p.stderr(), "log: %s" % p.stderr())
+
+
+@test
 def empty_maildir():
     with Env() as env:
         env.add_user("alice", PW)
