@@ -1191,6 +1191,14 @@ def apop_refusals():
                  "user without a secret, the password"),
                 ("nosuchuser", apop_digest(stamp, secret), "unknown user")]:
             eq(p.cmd("APOP %s %s" % (user, digest)), AUTH_FAIL, what)
+        # The right digest with one digit changed: every digit counts,
+        # the last one too.
+        right = apop_digest(stamp, secret)
+        for i in (0, 15, 31):
+            digest = right[:i] + ("1" if right[i] == "0" else "0") + \
+                right[i + 1:]
+            eq(p.cmd("APOP alice " + digest), AUTH_FAIL,
+               "the right digest but for digit %d" % (i + 1))
         for c in ["APOP alice " + apop_digest(stamp, secret).upper(),
                   "APOP alice " + apop_digest(stamp, secret)[:31],
                   "APOP alice " + apop_digest(stamp, secret) + "0",

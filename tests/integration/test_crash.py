@@ -12,9 +12,12 @@ large mbox, a full disk through RLIMIT_FSIZE and a real small tmpfs, and a
 spool without room for a journal.  Stopped before each step (of UPDATE
 and of a journal replay), the session must hold all its locks.  And a
 Maildir move to cur/ where RENAME_NOREPLACE is unknown must not replace.
+Traced with strace(1), each step of UPDATE (mbox and Maildir) is synced
+before the next one starts: no fault shows a missing fsync.
 """
 import os
 import random
+import re
 import fcntl
 import resource
 import shutil
@@ -958,6 +961,187 @@ def maildir_move_without_rename_flags_never_replaces():
                       for l in errors),
                   "step %d: the refused move is not logged: %r"
                   % (step, errors[-3:]))
+
+
+# ------------------------------------------------ the order of the syncs
+
+TRACED = ("write,pwrite64,fsync,fdatasync,rename,renameat,renameat2,"
+          "ftruncate,unlink,unlinkat,openat,linkat")
+
+
+def traced(env, script, user="u"):
+    """One session (login, the script, QUIT) of the release build under
+    strace -f -y.  Returns its calls on files under env.maildir, in order,
+    as (name, path, args, paths): path is the file a descriptor argument
+    names (-y), or the first path argument; paths all of them; failed
+    calls are left out."""
+    strace = shutil.which("strace")
+    if strace is None or subprocess.run(
+            [strace, "-qq", "-o", os.devnull, "true"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    ).returncode != 0:
+        raise T.Skip("needs a working strace(1)")
+    out = os.path.join(env.dir, "strace.out")
+    e = dict(os.environ)
+    # LeakSanitizer cannot run under ptrace (the sanitizers pass).
+    e["ASAN_OPTIONS"] = e.get("ASAN_OPTIONS", "") + ":detect_leaks=0"
+    p = subprocess.run([strace, "-f", "-qq", "-y", "-s", "0", "-o", out,
+                        "-e", "trace=" + TRACED, T.BIN] + env.argv(),
+                       input=("USER %s\r\nPASS pw\r\n%sQUIT\r\n"
+                              % (user, script)).encode(),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       env=e, timeout=60 * T.SLOW)
+    check(b"+OK bye" in p.stdout, "QUIT under strace: %r"
+          % p.stdout[-300:])
+    calls = []
+    # -y names files by their real paths.
+    real = os.path.realpath(env.maildir)
+    call = re.compile(r"^\d+\s+(\w+)\((.*)\)\s+= (-?\d+)")
+    for line in open(out, encoding="latin-1"):
+        m = call.match(line)
+        if m is None or int(m.group(3)) < 0:
+            continue
+        name, args = m.group(1), m.group(2)
+        fd = re.match(r"-?\w+<([^>]*)>", args)
+        paths = [os.path.join(base, rel) for base, rel in re.findall(
+            r'(?:^|, )(?:AT_FDCWD<[^>]*>, |\d+<([^>]*)>, )?"([^"]*)"', args)]
+        if name in ("openat", "unlink", "unlinkat", "rename", "renameat",
+                    "renameat2", "linkat"):
+            if not paths:
+                continue
+            where = paths[0]
+        elif fd is not None:
+            where = fd.group(1)
+            paths = [where]
+        else:
+            continue
+        paths = [env.maildir + q[len(real):] if q.startswith(real) else q
+                 for q in paths]
+        where = paths[0]
+        if where.startswith(env.maildir):
+            calls.append((name, where, args, paths))
+    return calls
+
+
+def first(calls, pred, after=-1, what=""):
+    """The index of the first call after index after that pred accepts."""
+    for i in range(after + 1, len(calls)):
+        if pred(calls[i]):
+            return i
+    fail("no %s after call %d; calls:\n%s" % (what, after, "\n".join(
+        "%d %s %s" % (i, c[0], c[2][:100]) for i, c in enumerate(calls))))
+
+
+def last(calls, pred):
+    found = [i for i, c in enumerate(calls) if pred(c)]
+    return found[-1] if found else -1
+
+
+@test
+def update_syncs_each_step_before_the_next():
+    # A crash (or a power cut) at any point must find on the disk what
+    # recovery needs, so each step of UPDATE is durable before the next
+    # one starts: the journal's bytes before its rename into place, the
+    # rename (the directory) before the mbox is touched, the moves before
+    # the truncate, the truncate before the journal goes, and the unlink.
+    # Only the order of the system calls tells a missing fsync apart:
+    # nothing short of a power cut shows it in the files.
+    with T.Env() as env:
+        setup(env, msgs(8, big=(5,)))
+        calls = traced(env, "DELE 2\r\nDELE 6\r\n")
+        mbox, d = env.mbox("u"), env.maildir
+        jnew = os.path.join(d, ".u.pop3d-journal.new")
+        journal = os.path.join(d, ".u.pop3d-journal")
+        wrote = last(calls, lambda c: c[0] == "write" and c[1] == jnew)
+        check(wrote >= 0, "no journal written: %r" % calls)
+        synced = first(calls, lambda c: c[0] in ("fsync", "fdatasync") and
+                       c[1] == jnew, wrote, "fsync of the journal")
+        renamed = first(calls, lambda c: c[0].startswith("rename") and
+                        c[1] == jnew, synced, "rename of the journal")
+        dsync = first(calls, lambda c: c[0] == "fsync" and c[1] == d,
+                      renamed, "fsync of the directory after the rename")
+        moved = first(calls, lambda c: c[0] == "pwrite64" and c[1] == mbox,
+                      -1, "move in the mbox")
+        check(moved > dsync, "the mbox is written (call %d) before the "
+              "journal is durable (call %d)" % (moved, dsync))
+        moved = last(calls, lambda c: c[0] == "pwrite64" and c[1] == mbox)
+        msync = first(calls, lambda c: c[0] == "fsync" and c[1] == mbox,
+                      moved, "fsync of the mbox after the moves")
+        cut = first(calls, lambda c: c[0].startswith("ftruncate") and
+                    c[1] == mbox, -1, "truncate of the mbox")
+        check(cut > msync, "the mbox is truncated (call %d) before its "
+              "moves are synced (call %d)" % (cut, msync))
+        csync = first(calls, lambda c: c[0] == "fsync" and c[1] == mbox,
+                      cut, "fsync of the mbox after the truncate")
+        gone = first(calls, lambda c: c[0].startswith("unlink") and
+                     c[1] == journal, -1, "unlink of the journal")
+        check(gone > csync, "the journal is removed (call %d) before the "
+              "truncate is synced (call %d)" % (gone, csync))
+        first(calls, lambda c: c[0] == "fsync" and c[1] == d, gone,
+              "fsync of the directory after the journal's unlink")
+        eq(env.read_mbox("u"), expected(msgs(8, big=(5,)), {2, 6}),
+           "the mbox after QUIT")
+
+
+@test
+def trailing_deletions_sync_the_truncate():
+    with T.Env() as env:
+        setup(env, msgs(5))
+        calls = traced(env, "DELE 4\r\nDELE 5\r\n")
+        mbox = env.mbox("u")
+        cut = first(calls, lambda c: c[0].startswith("ftruncate") and
+                    c[1] == mbox, -1, "truncate of the mbox")
+        first(calls, lambda c: c[0] == "fsync" and c[1] == mbox, cut,
+              "fsync of the mbox after the truncate")
+        eq(env.read_mbox("u"), expected(msgs(5), {4, 5}),
+           "the mbox after QUIT")
+
+
+@test
+def maildir_update_syncs_the_directories_it_changed():
+    # Unlinks in cur/ are made durable by a sync of cur/, those in new/
+    # by one of new/, and a move from new/ to cur/ by both.
+    def maildir(env, files):
+        root = env.mbox("u")
+        if os.path.isdir(root):
+            shutil.rmtree(root)
+        os.mkdir(root)
+        env.own(root, 0o700)
+        for sub in ("new", "cur", "tmp"):
+            os.mkdir(os.path.join(root, sub))
+            env.own(os.path.join(root, sub), 0o700)
+        for i, rel in enumerate(files):
+            with open(os.path.join(root, rel), "wb") as f:
+                f.write(T.message(i + 1))
+            env.own(os.path.join(root, rel), 0o600)
+        return root
+
+    cases = (
+        # (files, script, directories that must be synced after the
+        # last change in them)
+        (("cur/1700000001.a.host:2,S", "cur/1700000002.b.host:2,S"),
+         "DELE 1\r\n", ("cur",)),
+        (("new/1700000001.a.host", "new/1700000002.b.host"),
+         "DELE 1\r\n", ("new", "cur")),
+        (("cur/1700000001.a.host:2,S", "new/1700000002.b.host"),
+         "DELE 1\r\nDELE 2\r\n", ("new", "cur")),
+    )
+    with T.Env() as env:
+        env.add_user("u", "pw")
+        for files, script, dirs in cases:
+            root = maildir(env, files)
+            calls = traced(env, script)
+            for sub in dirs:
+                dpath = os.path.join(root, sub)
+                changed = last(calls, lambda c: (
+                    c[0].startswith("unlink") or c[0].startswith("rename")
+                    or c[0] == "linkat") and
+                    any(os.path.dirname(q) == dpath for q in c[3]))
+                check(changed >= 0, "%s: no change in %s/ traced"
+                      % (files, sub))
+                first(calls, lambda c: c[0] == "fsync" and c[1] == dpath,
+                      changed, "%s: fsync of %s/ after its last change"
+                      % (files, sub))
 
 
 if __name__ == "__main__":

@@ -1926,5 +1926,25 @@ def exit_statuses():
         eq(p.wait(), 1, "idle timeout")
 
 
+@test
+def quit_log_counts_each_retrieved_message_once():
+    # The quit line's retrieved=N/OCTETS counts messages, not RETR
+    # commands: a message fetched again (a client that lost the first
+    # copy) is one message retrieved, and TOP retrieves none.
+    msgs = five()
+    with env_with(msgs) as env:
+        p = env.session("alice", PW)
+        eq(retr(p, 2), stuffed(msgs[1]), "RETR 2")
+        eq(retr(p, 2), stuffed(msgs[1]), "RETR 2 again")
+        p.ok("TOP 3 0")
+        p.multi_raw()
+        eq(retr(p, 4), stuffed(msgs[3]), "RETR 4")
+        p.quit()
+        err = p.stderr()
+        check("quit: user=alice retrieved=2/%d deleted=0/0 kept=5/"
+              % (len(wire(msgs[1])) + len(wire(msgs[3]))) in err,
+              "log: %s" % err)
+
+
 if __name__ == "__main__":
     main()

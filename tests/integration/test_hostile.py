@@ -1029,6 +1029,26 @@ def foreign_expunge_hidden_by_new_mail_of_the_same_size():
 
 
 @test
+def foreign_rewrite_that_joins_two_messages():
+    # A program overwrites the empty line before message 3 (same size):
+    # message 3's "From " line is still at its offset, but in the middle
+    # of a line of message 2, so no message starts there any more.
+    # Message 2 now runs to the end of the old message 3: RETR 3 must not
+    # send the piece, nor UPDATE cut the file there to delete message 2.
+    ms = [message(i) for i in range(1, 5)]
+    with new_env(ms) as env:
+        p, _ = uidl_session(env)
+        old = env.read_mbox(USER)
+        starts = [m.start() + 2 for m in re.finditer(rb"\n\nFrom ", old)]
+        off3 = starts[1]
+        eq(old[off3 - 1:off3 + 5], b"\nFrom ", "message 3's start")
+        new = old[:off3 - 1] + b"X" + old[off3:]
+        rewrite(env.mbox(USER), new)
+        refused_after_rewrite(env, p, new, (2, 3), (2,),
+                              "message 3 joined to message 2")
+
+
+@test
 def foreign_replacement_by_rename_during_session():
     # Some readers write a new file and rename it over the mbox.  The
     # session's deletions cannot be applied to the new file, and nothing
