@@ -34,8 +34,12 @@
  * digest, how sizes or offsets are counted), not only its layout: an
  * index of the old rules would otherwise pass for a fresh one.  IX1 had
  * one 64-byte struct per message; IX2 has md->msgs, then md->loc.mbox.
+ * IX3 has the same layout and a flags word (INDEX_WHOLE) where IX2 had
+ * padding: IX2 was written after index+scan sessions too, so none of
+ * them is known to be whole, and loaded as "not whole" it would keep
+ * every RETR re-checking until an UPDATE.  Refused, it costs one scan.
  */
-#define INDEX_MAGIC	"pop3dIX2"
+#define INDEX_MAGIC	"pop3dIX3"
 #define INDEX_ORDER	0x01020304u
 
 /* Host byte order and layout: the index never leaves this machine. */
