@@ -54,6 +54,46 @@ fuzz_fail(const char *file, int line, const char *what)
 	abort();
 }
 
+/*
+ * The references' reading of RFC 1939 §3, shared by fuzz_mbox and
+ * fuzz_maildir (never by the server): a line ends just after its LF, or
+ * at n; what it sends is its text without LF, a CR before the LF or a
+ * final CR, and then CRLF.
+ */
+static inline size_t
+line_end(const unsigned char *p, size_t n, size_t pos)
+{
+	const unsigned char *lf = memchr(p + pos, '\n', n - pos);
+
+	return lf != NULL ? (size_t)(lf - p) + 1 : n;
+}
+
+static inline size_t
+line_text(const unsigned char *l, size_t len)
+{
+	if (len > 0 && l[len - 1] == '\n')
+		len--;
+	if (len > 0 && l[len - 1] == '\r')
+		len--;
+	return len;
+}
+
+/* Octets as sent, unstuffed: every line's text and a CRLF. */
+static inline uint64_t
+ref_octets(const unsigned char *p, size_t n)
+{
+	uint64_t total = 0;
+	size_t pos = 0;
+
+	while (pos < n) {
+		size_t end = line_end(p, n, pos);
+
+		total += line_text(p + pos, end - pos) + 2;
+		pos = end;
+	}
+	return total;
+}
+
 #define CHECK(cond) do {						\
 	if (!(cond))							\
 		fuzz_fail(__FILE__, __LINE__, #cond);			\

@@ -203,42 +203,6 @@ ref_vsize(const char *name, uint64_t *w)
 	return 0;
 }
 
-/* The end of the line starting at pos: just after its LF, or n. */
-static size_t
-line_end(const unsigned char *p, size_t n, size_t pos)
-{
-	const unsigned char *lf = memchr(p + pos, '\n', n - pos);
-
-	return lf != NULL ? (size_t)(lf - p) + 1 : n;
-}
-
-/* The content of a line as sent: without LF, CR-before-LF or final CR. */
-static size_t
-line_text(const unsigned char *l, size_t len)
-{
-	if (len > 0 && l[len - 1] == '\n')
-		len--;
-	if (len > 0 && l[len - 1] == '\r')
-		len--;
-	return len;
-}
-
-/* Octets as sent, unstuffed: every line's text and a CRLF. */
-static uint64_t
-ref_octets(const unsigned char *p, size_t n)
-{
-	uint64_t total = 0;
-	size_t pos = 0;
-
-	while (pos < n) {
-		size_t end = line_end(p, n, pos);
-
-		total += line_text(p + pos, end - pos) + 2;
-		pos = end;
-	}
-	return total;
-}
-
 /* The header: through the first empty line (LF or CRLF), or all. */
 static size_t
 ref_hdrlen(const unsigned char *p, size_t n)

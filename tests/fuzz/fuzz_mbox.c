@@ -65,47 +65,12 @@ static struct reflist refs;
 static unsigned char *big;
 static size_t big_len, big_dirty_from = SIZE_MAX, big_dirty_to;
 
-/* The end of the line starting at pos: just after its LF, or n. */
-static size_t
-line_end(const unsigned char *p, size_t n, size_t pos)
-{
-	const unsigned char *lf = memchr(p + pos, '\n', n - pos);
-
-	return lf != NULL ? (size_t)(lf - p) + 1 : n;
-}
-
 /* A complete line that is empty: LF or CRLF alone. */
 static int
 empty_line(const unsigned char *l, size_t len)
 {
 	return (len == 1 && l[0] == '\n') ||
 	    (len == 2 && l[0] == '\r' && l[1] == '\n');
-}
-
-/* The content of a line as sent: without LF, CR-before-LF or final CR. */
-static size_t
-line_text(const unsigned char *l, size_t len)
-{
-	if (len > 0 && l[len - 1] == '\n')
-		len--;
-	if (len > 0 && l[len - 1] == '\r')
-		len--;
-	return len;
-}
-
-static uint64_t
-ref_octets(const unsigned char *p, size_t n)
-{
-	uint64_t total = 0;
-	size_t pos = 0;
-
-	while (pos < n) {
-		size_t end = line_end(p, n, pos);
-
-		total += line_text(p + pos, end - pos) + 2;
-		pos = end;
-	}
-	return total;
 }
 
 /* Through the first empty line, or everything. */
