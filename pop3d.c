@@ -100,23 +100,55 @@ number(const char *s, int min, int max, const char *what)
 }
 
 /*
- * The host name for the greeting: 1 to POP3D_MAX_HOST printable octets,
- * no space and no angle bracket, so that the greeting, which carries it
- * twice when APOP is on, fits RFC 1939's 512 octets and the timestamp
- * stays a msg-id (RFC 1939 §7).
+ * Whether s may be the host name of the greeting.  With APOP it ends the
+ * timestamp, which RFC 1939 §7 makes a msg-id (RFC 822 §6.1:
+ * "<" local-part "@" domain ">"), so it must be a domain: atoms (printable
+ * ASCII but the specials ()<>@,;:\".[]) joined by single dots, or one
+ * domain literal "[...]".  Clients check: fetchmail refuses to send APOP
+ * after a timestamp that is no msg-id ("Invalid APOP timestamp"), which
+ * an absolute name's trailing dot was enough to make.  At most
+ * POP3D_MAX_HOST octets, so that the greeting, which carries the name
+ * twice with APOP, fits RFC 1939's 512 octets.
  */
-static const char *
-host_name(const char *s)
+static int
+host_ok(const char *s)
 {
 	size_t i, n = strlen(s);
 
-	for (i = 0; i < n; i++)
-		if ((unsigned char)s[i] <= 0x20 || (unsigned char)s[i] >= 0x7f ||
-		    s[i] == '<' || s[i] == '>')
-			break;
-	if (n == 0 || n > POP3D_MAX_HOST || i < n) {
-		flag_error("-n must be 1 to %d printable characters "
-		    "without spaces or angle brackets", POP3D_MAX_HOST);
+	if (n == 0 || n > POP3D_MAX_HOST)
+		return 0;
+	if (s[0] == '[') {
+		/* dtext, no quoted pairs, and no <> for clients to trip on */
+		if (n < 2 || s[n - 1] != ']')
+			return 0;
+		for (i = 1; i < n - 1; i++)
+			if ((unsigned char)s[i] <= 0x20 ||
+			    (unsigned char)s[i] >= 0x7f ||
+			    strchr("[]\\<>", s[i]) != NULL)
+				return 0;
+		return 1;
+	}
+	for (i = 0; i < n; i++) {
+		if (s[i] == '.') {
+			/* an atom on each side: no leading, trailing or ".." */
+			if (i == 0 || i == n - 1 || s[i - 1] == '.')
+				return 0;
+		} else if ((unsigned char)s[i] <= 0x20 ||
+		    (unsigned char)s[i] >= 0x7f ||
+		    strchr("()<>@,;:\\\"[]", s[i]) != NULL)
+			return 0;
+	}
+	return 1;
+}
+
+/* -n: a host name for the greeting (host_ok), or exit 64. */
+static const char *
+host_name(const char *s)
+{
+	if (!host_ok(s)) {
+		flag_error("-n must be a domain of 1 to %d characters: RFC 822 "
+		    "atoms joined by single dots, or one [literal]",
+		    POP3D_MAX_HOST);
 		exit(POP3D_EXIT_USAGE);
 	}
 	return s;
@@ -671,14 +703,21 @@ main(int argc, char *argv[])
 	/* Over RLIMIT_FSIZE a write fails with EFBIG, and UPDATE backs out. */
 	(void)signal(SIGXFSZ, SIG_IGN);
 	(void)prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+	log_init(cfg.log_stderr);
+	log_peer();
 	if (cfg.hostname == NULL) {
 		if (gethostname(host, sizeof(host)) == -1)
 			strlcpy(host, "localhost", sizeof(host));
 		host[POP3D_MAX_HOST] = '\0';	/* Linux allows 64 */
+		/* The kernel takes any bytes (hostname(1) "mail.example."). */
+		if (!host_ok(host)) {
+			log_msg(LOG_WARNING, "host name \"%s\" is no domain for "
+			    "the greeting; using \"localhost\" (see -n)",
+			    log_value(qpath, sizeof(qpath), host));
+			strlcpy(host, "localhost", sizeof(host));
+		}
 		cfg.hostname = host;
 	}
-	log_init(cfg.log_stderr);
-	log_peer();
 	tzset();	/* syslog's clock, before the jail hides the zone file */
 	if (cfg.apop)
 		make_stamp(&cfg);

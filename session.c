@@ -327,12 +327,17 @@ cmd_apop(struct session *s, const char *arg, uint64_t n, uint64_t k)
 	return login(s, &c);
 }
 
-/* RFC 1939 §3: the idle timer ran out; the session ends with no UPDATE. */
+/*
+ * RFC 1939 §3: the idle timer ran out; the session ends with no UPDATE,
+ * and "the server should close the TCP connection without removing any
+ * messages or sending any response to the client": a line sent now would
+ * be read as the answer to a command the client may be sending at this
+ * very moment (RFC 2449 §6.6 has it match answers to commands in order).
+ * Nothing is queued: the reader flushed before it waited.
+ */
 static void
-autologout(struct session *s)
+autologout(void)
 {
-	io_reply(s->io, "-ERR autologout: idle for too long");
-	(void)io_flush(s->io);
 	log_msg(LOG_INFO, "idle timeout");
 }
 
@@ -379,7 +384,7 @@ cmd_auth(struct session *s, const char *arg, uint64_t n, uint64_t k)
 			io_reply(s->io, "-ERR NUL or bare CR in SASL response");
 			return OUT_CONTINUE;
 		case IO_TIMEOUT:
-			autologout(s);
+			autologout();
 			return OUT_FAIL;
 		case IO_ERROR:
 			if (s->io->err == 0)
@@ -749,7 +754,7 @@ loop(struct session *s)
 			io_reply(s->io, "-ERR NUL or bare CR in command");
 			continue;
 		case IO_TIMEOUT:
-			autologout(s);
+			autologout();
 			return OUT_FAIL;
 		case IO_EOF:
 			return OUT_FAIL;

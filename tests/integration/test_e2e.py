@@ -877,6 +877,32 @@ def idle_timeout():
         eq(env.read_mbox("alice"), mbox_bytes(five()), "mbox after timeout")
 
 
+@test
+def idle_timeout_closes_without_a_response():
+    # RFC 1939 §3: "When the timer expires, the session does NOT enter the
+    # UPDATE state--the server should close the TCP connection without
+    # removing any messages or sending any response to the client."  An
+    # unsolicited line would be taken for the answer to whatever command
+    # the client sends at that moment.  In AUTHORIZATION, at an AUTH PLAIN
+    # challenge, and in TRANSACTION after answers the client had read.
+    with env_with(five()) as env:
+        p = env.start(t=1)
+        eq(p.expect_eof(timeout=10 * SLOW), b"", "sent on AUTHORIZATION's "
+           "autologout")
+        check(p.wait() != 0, "exit status 0 after a timeout")
+        p = env.start(t=1)
+        eq(p.cmd("AUTH PLAIN"), "+ ", "AUTH PLAIN challenge")
+        eq(p.expect_eof(timeout=10 * SLOW), b"", "sent on the autologout "
+           "at a SASL challenge")
+        p = env.session("alice", PW, t=1)
+        p.ok("DELE 1")
+        p.ok_multi("LIST")
+        eq(p.expect_eof(timeout=10 * SLOW), b"", "sent on TRANSACTION's "
+           "autologout")
+        check(p.wait() != 0, "exit status 0 after a timeout")
+        eq(env.read_mbox("alice"), mbox_bytes(five()), "mbox after timeout")
+
+
 def big_and_small():
     """A ~1.5 MB message and two small ones."""
     return [message(1, body=(b"y" * 76 + b"\n") * 20000), message(2),
