@@ -33,7 +33,7 @@ auth_valid_name(const char *s)
 {
 	size_t n = strlen(s), i;
 
-	if (n == 0 || n > POP3D_MAX_ARG || s[0] == '.')
+	if (n == 0 || n > POP3D_MAX_USER || s[0] == '.')
 		return 0;
 	for (i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)s[i];

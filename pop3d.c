@@ -636,7 +636,7 @@ main(int argc, char *argv[])
 	struct session s;
 	struct maildrop md;
 	char host[256];
-	char qname[LOG_VALUE_MAX(POP3D_MAX_ARG)], qpath[1024];
+	char qname[LOG_VALUE_MAX(POP3D_MAX_USER)], qpath[1024];
 	const char *uname;
 	enum md_status r;
 	size_t n, kept;

@@ -22,8 +22,16 @@
  * buffer holds the line without CRLF plus a NUL.
  */
 #define POP3D_MAX_LINE		255
-/* RFC 1939 §3: an argument is at most 40 characters (PASS excepted). */
-#define POP3D_MAX_ARG		40
+/*
+ * A login name: at most 128 characters.  RFC 1939 §3 allowed arguments of
+ * 40; RFC 2449 §4 lifted that limit with the line's, and virtual users
+ * named by their e-mail address are often longer than 40.  Not more than
+ * 128, because the name is often the mbox's file name, and its companions
+ * ("NAME.lock.PID.HOST", ".NAME.pop3d-journal") must stay within NAME_MAX
+ * (255): a 248-character name, the most a USER line carries, made each
+ * login fail with ENAMETOOLONG.
+ */
+#define POP3D_MAX_USER		128
 /* -n: greeting "+OK HOST POP3 server ready <pid.time.hex@HOST>" <= 512. */
 #define POP3D_MAX_HOST		200
 /*
@@ -55,8 +63,8 @@
 #define POP3D_INBUF		(16 * 1024)
 /*
  * A SASL line (RFC 5034 §4 lets it exceed the command limit): room for
- * base64 of a 40-octet authzid, a 40-octet authcid and a 255-octet
- * password, with margin.
+ * base64 of two 128-octet names (authzid, authcid) and a 255-octet
+ * password (513 octets, of the 768 that 1024 base64 characters carry).
  */
 #define POP3D_MAX_SASL		1024
 /* A password (PASS takes the rest of a 255-octet line; SASL the same). */
@@ -474,12 +482,12 @@ enum cred_method {
 
 struct cred {
 	uint32_t method;
-	char	 user[POP3D_MAX_ARG + 1];
+	char	 user[POP3D_MAX_USER + 1];
 	char	 secret[POP3D_MAX_SECRET + 1];
 };
 
 struct account {
-	char	 name[POP3D_MAX_ARG + 1];
+	char	 name[POP3D_MAX_USER + 1];
 	uid_t	 uid;
 	gid_t	 gid;
 	char	 home[1024];
@@ -501,7 +509,7 @@ enum auth_result {
 #define POP3D_LIBCRYPT	"libcrypt.so.1"
 #endif
 
-/* A user name may be used: 1..POP3D_MAX_ARG printable, no '/', no leading '.'. */
+/* A user name may be used: 1..POP3D_MAX_USER printable, no '/', no leading '.'. */
 int	auth_valid_name(const char *);
 /*
  * Checks a credential against the users file (-f) or, without one, the
@@ -578,7 +586,7 @@ struct session {
 	struct io		*io;
 	const struct config	*cfg;
 	enum state		 state;
-	char			 user[POP3D_MAX_ARG + 1];	/* after USER */
+	char			 user[POP3D_MAX_USER + 1];	/* after USER */
 	int			 fails;
 	int			 update_failed;	/* QUIT answered -ERR */
 	struct timespec		 cmd_start;	/* when the command came */

@@ -32,12 +32,12 @@ enum outcome {
 /* How a command's arguments are checked before its handler runs. */
 enum argrule {
 	ARG_NONE,		/* no argument */
-	ARG_NAME,		/* one word of 1..40 characters */
+	ARG_NAME,		/* one word (USER) */
 	ARG_REST,		/* the rest of the line, may hold spaces (PASS) */
 	ARG_MSG,		/* one message number */
 	ARG_OPTMSG,		/* an optional message number */
 	ARG_MSG_LINES,		/* a message number and a line count (TOP) */
-	ARG_TWO			/* two words of 1..40 characters (APOP) */
+	ARG_TWO			/* two words (APOP) */
 };
 
 struct cmd {
@@ -202,7 +202,7 @@ static enum outcome
 failed(struct session *s, const char *user, const char *method,
     const char *why)
 {
-	char q[LOG_VALUE_MAX(POP3D_MAX_ARG)];
+	char q[LOG_VALUE_MAX(POP3D_MAX_USER)];
 
 	s->fails++;
 	log_msg(LOG_NOTICE, "login failed: user=%s method=%s reason=\"%s\" "
@@ -256,7 +256,7 @@ static enum outcome
 login(struct session *s, struct cred *c)
 {
 	enum auth_result r;
-	char q[LOG_VALUE_MAX(POP3D_MAX_ARG)];
+	char q[LOG_VALUE_MAX(POP3D_MAX_USER)];
 
 	r = s->verify(s->verify_ctx, c, &s->acct);
 	explicit_bzero(c->secret, sizeof(c->secret));
@@ -637,8 +637,9 @@ cmd_uidl(struct session *s, const char *arg, uint64_t n, uint64_t k)
 /*
  * Splits line into keyword and arguments, checks them against the
  * command's rule and runs the handler.  RFC 1939 §3: keywords are
- * case-insensitive, separated from arguments by single spaces, and an
- * argument is at most 40 characters.
+ * case-insensitive, separated from arguments by single spaces.  RFC 1939
+ * §3's 40 characters per argument is gone with RFC 2449 §4's longer
+ * lines: the line bounds an argument, auth_valid_name a name.
  */
 static enum outcome
 dispatch(struct session *s, char *line)
@@ -668,15 +669,9 @@ dispatch(struct session *s, char *line)
 		io_reply(s->io, "-ERR %s not valid in this state", c->name);
 		return OUT_CONTINUE;
 	}
-	if (c->rule != ARG_REST && arg != NULL) {
-		if ((arg2 = strchr(arg, ' ')) != NULL)
-			*arg2++ = '\0';
-		if (strlen(arg) > POP3D_MAX_ARG ||
-		    (arg2 != NULL && strlen(arg2) > POP3D_MAX_ARG)) {
-			io_reply(s->io, "-ERR argument too long");
-			return OUT_CONTINUE;
-		}
-	}
+	if (c->rule != ARG_REST && arg != NULL &&
+	    (arg2 = strchr(arg, ' ')) != NULL)
+		*arg2++ = '\0';
 	switch (c->rule) {
 	case ARG_NONE:
 		if (arg != NULL)

@@ -169,19 +169,71 @@ def user_argument_rules():
 
 
 @test
-def user_name_40_and_41_characters():
-    name40 = "u" * 39 + "4"
-    name41 = "u" * 40 + "1"
+def long_user_names():
+    # RFC 2449 §4 lifts RFC 1939's 40 characters per argument with the
+    # line limit, and CAPA is offered: a login name may have 128
+    # characters (pop3d.8 Limits).  Virtual users are often named by their
+    # address, and addresses exceed 40.  The bound keeps an mbox named by
+    # the user, with its dotlock and journal, within NAME_MAX.
+    addr = "scan-to-mail.3rd-floor-copier@branch-office.example.org"
+    check(len(addr) > 40, "test address too short")
+    longest = "l" * 127 + "8"
+    h = make_hash(PW)
+    u, g = MAIL_UID, MAIL_GID
     with Env() as env:
-        env.add_user(name40, PW)
-        env.write_mbox(name40, five())
-        p = env.start()
-        p.err("USER " + name41)          # 41: argument too long
-        p.err("PASS " + PW)              # no successful USER before
-        p.ok("USER " + name40)           # 40: accepted
+        env.write_users(["%s:%s:%d:%d::tanstaaf" % (addr, h, u, g),
+                         "%s:%s:%d:%d:" % (longest, h, u, g),
+                         "%s:%s:%d:%d:" % (longest + "9", h, u, g)])
+        env.write_mbox(addr, five())
+        env.write_mbox(longest, five()[:3])
+        env.write_mbox(longest + "9", five()[:2])
+        # USER/PASS, APOP and AUTH PLAIN each log the address in.
+        p = env.start(extra=["-A"])
+        p.ok("USER " + addr)
         p.ok("PASS " + PW)
-        eq(parse_stat(p.ok("STAT"))[0], 5, "STAT count of the 40-char user")
+        eq(parse_stat(p.ok("STAT"))[0], 5, "STAT of %d-character user"
+           % len(addr))
         p.quit()
+        p = env.start(extra=["-A"])
+        stamp = apop_stamp(p.greeting)
+        p.ok("APOP %s %s" % (addr, hashlib.md5(
+            (stamp + "tanstaaf").encode()).hexdigest()))
+        eq(parse_stat(p.ok("STAT"))[0], 5, "STAT after APOP")
+        p.quit()
+        p = env.start()
+        p.ok("AUTH PLAIN " + plain(addr, addr, PW))
+        eq(parse_stat(p.ok("STAT"))[0], 5, "STAT after AUTH PLAIN")
+        p.quit()
+        # 128 characters, its mbox named by it: the session deletes (a
+        # journal and the dotlock beside it), and PLAIN takes the name
+        # with an authzid as long and the longest password.
+        p = env.start()
+        p.ok("USER " + longest)
+        p.ok("PASS " + PW)
+        eq(parse_stat(p.ok("STAT"))[0], 3, "STAT of the 128-character user")
+        p.ok("DELE 1")
+        p.quit()
+        eq(env.read_mbox(longest), mbox_bytes(
+            [(envelope(i + 1), m) for i, m in enumerate(five()[:3])][1:]),
+           "mbox after deleting message 1")
+        env.add_user(longest[:-1] + "7", "p" * 255)
+        env.write_mbox(longest[:-1] + "7", five()[:1])
+        p = env.start()
+        p.send(b"AUTH PLAIN\r\n")
+        check(p.line().startswith("+"), "AUTH PLAIN challenge")
+        p.send(plain(longest[:-1] + "7", longest[:-1] + "7",
+                     "p" * 255).encode() + b"\r\n")
+        p.expect_ok("AUTH PLAIN of 128 + 128 + 255 octets")
+        eq(parse_stat(p.ok("STAT"))[0], 1, "STAT after the longest PLAIN")
+        p.quit()
+        # 129 characters is no name, even with a users-file line: USER
+        # refuses it, and PLAIN with it is a failed login.
+        p = env.start()
+        p.err("USER " + longest + "9")
+        p.err("PASS " + PW)
+        r = p.err("AUTH PLAIN " + plain("", longest + "9", PW))
+        check(r.startswith("-ERR [AUTH]"), "129-character PLAIN: %r" % r)
+        p.finish()
 
 
 @test

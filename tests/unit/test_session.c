@@ -75,12 +75,15 @@ Test(names, accepted)
 
 Test(names, refused)
 {
-	char fortyone[42];
+	char longest[POP3D_MAX_USER + 2];
 
-	memset(fortyone, 'n', 41);
-	fortyone[41] = '\0';
+	memset(longest, 'n', POP3D_MAX_USER + 1);
+	longest[POP3D_MAX_USER] = '\0';
+	cr_assert(auth_valid_name(longest));
+	longest[POP3D_MAX_USER] = 'n';
+	longest[POP3D_MAX_USER + 1] = '\0';
 	cr_assert_not(auth_valid_name(""));
-	cr_assert_not(auth_valid_name(fortyone));
+	cr_assert_not(auth_valid_name(longest));
 	cr_assert_not(auth_valid_name("a/b"));
 	cr_assert_not(auth_valid_name("/"));
 	cr_assert_not(auth_valid_name(".hidden"));
@@ -111,7 +114,7 @@ value_is(const char *in, size_t size, const char *exp)
 
 Test(names, log_value)
 {
-	char buf[LOG_VALUE_MAX(POP3D_MAX_ARG)], worst[POP3D_MAX_ARG + 1];
+	char buf[LOG_VALUE_MAX(POP3D_MAX_USER)], worst[POP3D_MAX_USER + 1];
 
 	value_is("alice", 64, "alice");
 	value_is("a.b-c_d@example.org", 64, "a.b-c_d@example.org");
@@ -127,10 +130,10 @@ Test(names, log_value)
 	value_is("abcdef=", 10, "\"abcdef=\"");
 	value_is("a=", 2, "\"\"");
 	/* The bound the callers size for: every byte escaped. */
-	memset(worst, '\x01', POP3D_MAX_ARG);
-	worst[POP3D_MAX_ARG] = '\0';
+	memset(worst, '\x01', POP3D_MAX_USER);
+	worst[POP3D_MAX_USER] = '\0';
 	cr_assert_eq(strlen(log_value(buf, sizeof(buf), worst)),
-	    (size_t)4 * POP3D_MAX_ARG + 2);
+	    (size_t)4 * POP3D_MAX_USER + 2);
 }
 
 /* auth_expand */
@@ -626,17 +629,12 @@ Test(authorize, refused_lines_cancel_the_user, .timeout = 20)
 
 Test(authorize, invalid_user_names_never_verified, .timeout = 20)
 {
-	char l[128];
 	struct dialog *d;
 
 	d = dialog_new(5);
 	session_greet(&d->s);
 	client(d, "USER ../etc\r\nPASS p\r\nUSER .u\r\nPASS p\r\n");
-	memset(l, 'a', 41);
-	memcpy(l + 41, "\r\nPASS p\r\n", 11);
-	client(d, "USER ");
-	client(d, l);
-	client(d, "QUIT\r\n");
+	client(d, "USER a:b\r\nPASS p\r\nQUIT\r\n");
 	cr_assert_eq(session_authorize(&d->s), SESSION_QUIT);
 	cr_assert_eq(d->v.calls, 0, "verify saw \"%s\"", d->v.user);
 	dialog_collect(d);
@@ -645,8 +643,42 @@ Test(authorize, invalid_user_names_never_verified, .timeout = 20)
 	expect_err(d, "PASS");
 	expect_err(d, "USER .u");
 	expect_err(d, "PASS");
-	expect_err(d, "USER 41 chars");
+	expect_err(d, "USER a:b");
 	expect_err(d, "PASS");
+	expect_ok(d, "QUIT");
+	expect_end(d);
+}
+
+/*
+ * RFC 2449 §4 lifts RFC 1939's 40 characters per argument with the line
+ * limit: a name of POP3D_MAX_USER characters reaches the verifier whole,
+ * one more is refused at USER and never verified.
+ */
+Test(authorize, longest_user_name_is_verified, .timeout = 20)
+{
+	char l[POP3D_MAX_USER + 16];
+	struct dialog *d;
+
+	d = dialog_new(5);
+	session_greet(&d->s);
+	memset(l, 'a', POP3D_MAX_USER + 1);
+	memcpy(l + POP3D_MAX_USER + 1, "\r\nPASS p\r\n", 11);
+	client(d, "USER ");
+	client(d, l);
+	memcpy(l + POP3D_MAX_USER, "\r\nPASS p\r\n", 11);
+	client(d, "USER ");
+	client(d, l);
+	client(d, "QUIT\r\n");
+	cr_assert_eq(session_authorize(&d->s), SESSION_QUIT);
+	cr_assert_eq(d->v.calls, 1);
+	cr_assert_eq(strlen(d->v.user), POP3D_MAX_USER);
+	cr_assert_eq(strspn(d->v.user, "a"), POP3D_MAX_USER);
+	dialog_collect(d);
+	expect_ok(d, "greeting");
+	expect_err(d, "USER of POP3D_MAX_USER + 1 characters");
+	expect_err(d, "PASS without USER");
+	expect_ok(d, "USER of POP3D_MAX_USER characters");
+	expect_err(d, "PASS (the stub knows only u)");
 	expect_ok(d, "QUIT");
 	expect_end(d);
 }
