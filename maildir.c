@@ -889,6 +889,43 @@ maildir_number_copies(struct maildrop *md)
 	return 0;
 }
 
+/*
+ * Drops the messages whose files vanished since the directories were
+ * read, when another entry has the same unique part: another client
+ * renamed the file while pop3d read them (an IMAP server moving new mail
+ * to cur/ between the reads of new/ and of cur/, or changing flags in a
+ * cur/ too big for one getdents), and the table holds the file twice.
+ * Shown twice, the entry that exists got a copy's UIDL (digest-1) in this
+ * session and has its own in the next, so that a client leaving mail on
+ * the server downloads it again; the vanished one, being shared, is never
+ * followed.  Copies whose files all exist stay, numbered afresh when some
+ * went.  0, or -1 with errno.
+ */
+static int
+maildir_drop_vanished(struct maildrop *md)
+{
+	char path[PATH_LEN];
+	struct stat st;
+	size_t i, j;
+
+	for (i = j = 0; i < md->count; i++) {
+		if ((md->msgs[i].flags & MSG_SHARED) &&
+		    fstatat(md->fd, maildir_path(md, i, path), &st,
+		    AT_SYMLINK_NOFOLLOW) == -1 && errno == ENOENT)
+			continue;
+		md->msgs[j] = md->msgs[i];
+		md->loc.name[j++] = md->loc.name[i];
+	}
+	if (j == md->count)
+		return 0;
+	md->count = j;
+	for (i = 0; i < md->count; i++) {
+		md->msgs[i].dup = 0;
+		md->msgs[i].flags &= ~(uint32_t)MSG_SHARED;
+	}
+	return maildrop_dedup(md, maildir_dup_cmp);
+}
+
 static enum md_status
 maildir_lock(struct maildrop *md)
 {
@@ -951,13 +988,16 @@ maildir_open(struct maildrop *md)
 		return r;
 	maildir_pool_reserve(md);
 	/* tmp/ holds deliveries in progress: never shown. */
-	for (i = 0; i < 2; i++)
+	for (i = 0; i < 2; i++) {
+		if (i > 0)
+			PAUSE("maildir-scan");
 		if (maildir_scan_dir(md, subs[i], maildir_collect, &pk) ==
 		    -1) {
 			log_msg(LOG_ERR, "maildrop %s: reading %s/: %s",
 			    md->path, subs[i], strerror(errno));
 			return maildir_status(errno);
 		}
+	}
 	/* Numbers stay fixed for the session (RFC 1939 §5). */
 	if (md->count > 1)
 		qsort_r(md->loc.name, md->count, sizeof(md->loc.name[0]),
@@ -980,6 +1020,7 @@ maildir_open(struct maildrop *md)
 	}
 	md->count = j;
 	if (maildrop_dedup(md, maildir_dup_cmp) == -1 ||
+	    maildir_drop_vanished(md) == -1 ||
 	    maildir_number_copies(md) == -1) {
 		log_msg(LOG_ERR, "maildrop %s: %s", md->path, strerror(errno));
 		return MD_TEMP;

@@ -596,7 +596,7 @@ dotlock_take(struct maildrop *md)
 {
 	char lock[1100], tmp[1200], host[64];
 	struct stat st;
-	int fd, won;
+	int fd, won, err = 0;
 
 	if ((size_t)snprintf(lock, sizeof(lock), "%s.lock", md->path) >=
 	    sizeof(lock))
@@ -629,11 +629,23 @@ dotlock_take(struct maildrop *md)
 	}
 	(void)close(fd);	/* written to the page cache: what link needs */
 	/* NFS may report a failed link that succeeded: the count decides. */
-	won = link(tmp, lock) == 0 || errno != ENOENT;
-	won = won && stat(tmp, &st) == 0 && st.st_nlink == 2;
+	if (link(tmp, lock) == -1)
+		err = errno;
+	won = stat(tmp, &st) == 0 && st.st_nlink == 2;
 	(void)unlink(tmp);
 	if (won)
 		return 1;
+	/*
+	 * EEXIST is a lock held, ENOENT our file removed meanwhile: try
+	 * again.  Anything else is a dotlock we cannot make, as above: a
+	 * file system without hard links (EPERM) used to be taken for a
+	 * lock held, and every login waited POP3D_LOCK_WAIT and failed.
+	 */
+	if (err != 0 && err != EEXIST && err != ENOENT) {
+		log_msg(LOG_WARNING, "maildrop %s: no dotlock: linking %s: %s",
+		    md->path, lock, strerror(err));
+		return -1;
+	}
 	dotlock_break(md, lock);
 	return 0;
 }
@@ -760,6 +772,25 @@ envelope_at(struct maildrop *md, uint64_t off)
 int mbox_settle = 1;
 
 /*
+ * Whether st is of a file last written over mbox_settle seconds ago: any
+ * later write then shows as a new mtime and ctime even on coarse
+ * file-system clocks.  The clock is read with clock_gettime, not time(3):
+ * Linux's vDSO time() is its coarse clock, up to a tick behind the
+ * fine-grained file times of Linux 6.13 and later, so a file written in
+ * the tick after a second began looked written in the future.
+ */
+static int
+file_settled(const struct stat *st)
+{
+	struct timespec now;
+
+	if (clock_gettime(CLOCK_REALTIME, &now) == -1)
+		return 0;
+	return now.tv_sec - st->st_mtime > mbox_settle &&
+	    now.tv_sec - st->st_ctime > mbox_settle;
+}
+
+/*
  * Whether what lies behind the old end of the file that the index
  * describes was appended the way delivery agents append, so that scanning
  * from the first new "From " line gives what a scan of the whole file
@@ -854,9 +885,9 @@ static enum md_status
 mbox_open(struct maildrop *md)
 {
 	struct stat st;
-	struct timespec now;
 	enum md_status r = MD_TEMP;
 	enum table_source src = SCANNED;
+	ssize_t n;
 	int whole = 1, settled = 0;
 
 	st.st_size = 0;
@@ -909,28 +940,29 @@ mbox_open(struct maildrop *md)
 	}
 	if (r == MD_OK)
 		r = build_table(md, &st, &src, &whole);
+	/* The bytes before the table's end, for end_kept(). */
+	md->taillen = md->end < sizeof(md->tail) ? (size_t)md->end :
+	    sizeof(md->tail);
+	if (r == MD_OK && (n = pread(md->fd, md->tail, md->taillen,
+	    (off_t)(md->end - md->taillen))) != (ssize_t)md->taillen) {
+		log_msg(LOG_ERR, "maildrop %s: read at %llu: %s", md->path,
+		    (unsigned long long)(md->end - md->taillen),
+		    n == -1 ? strerror(errno) : "file shrank");
+		r = MD_TEMP;
+	}
 	if (r == MD_OK) {
 		/*
 		 * What the file looked like when scanned, for changed()'s
 		 * fast path.  Only a file last written over a second ago
-		 * qualifies: any later write then shows as a new mtime even
-		 * on coarse file-system clocks.  A table partly from an
+		 * qualifies (file_settled()).  A table partly from an
 		 * index whose file changed since never does, nor one from
 		 * an index saved with such a table (!whole): its front was
-		 * never checked against the file.  The clock is
-		 * read with clock_gettime, not time(3): Linux's vDSO time()
-		 * is its coarse clock, up to a tick behind the fine-grained
-		 * file times of Linux 6.13 and later, so a file written in
-		 * the tick after a second began looked written in the
-		 * future.
+		 * never checked against the file.
 		 */
 		md->seen.size = (uint64_t)st.st_size;
 		md->seen.mtime = st.st_mtim;
 		md->seen.ctime = st.st_ctim;
-		if (clock_gettime(CLOCK_REALTIME, &now) == -1)
-			now.tv_sec = 0;		/* not settled */
-		settled = now.tv_sec - st.st_mtime > mbox_settle &&
-		    now.tv_sec - st.st_ctime > mbox_settle;
+		settled = file_settled(&st);
 		md->seen.settled = settled && whole;
 		md->seen.indexed = src != SCANNED;
 		md->source = src == INDEXED ? "index" : src == APPENDED ?
@@ -976,21 +1008,25 @@ stream(struct maildrop *md, struct io *io, uint64_t off, uint64_t len,
 	return MD_OK;
 }
 
-static enum md_status
-mbox_send(struct maildrop *md, struct io *io, size_t i, long long lines)
+/*
+ * Does the table's last message still end at md->end?  No "From " line
+ * marks that end: a reader that shortened the message (mutt dropping its
+ * "Status: RO" to mark it unread) with a delivery behind would put the new
+ * mail's first bytes in its range, for RETR to send and UPDATE to cut off
+ * with it, the rest of the new mail joining the message before (found in
+ * review).  The bytes before md->end must be those that were there when
+ * the table was made (mbox_open keeps them): appending leaves them alone,
+ * whatever it appends, while a shift puts other bytes there.  What lies
+ * behind is not judged: it stays, mail or not.
+ */
+static int
+end_kept(struct maildrop *md)
 {
-	const struct mbox_msg *m = &md->loc.mbox[i];
-	enum md_status r;
+	unsigned char b[sizeof(md->tail)];
 
-	io_body_begin(io);
-	if (lines < 0)
-		r = stream(md, io, m->data, m->len, NULL);
-	else if ((r = stream(md, io, m->data, m->hdrlen, NULL)) == MD_OK)
-		r = stream(md, io, m->data + m->hdrlen, m->len - m->hdrlen,
-		    &lines);
-	if (r == MD_OK)
-		io_body_end(io);
-	return r;
+	return md->taillen == 0 || (pread(md->fd, b, md->taillen,
+	    (off_t)(md->end - md->taillen)) == (ssize_t)md->taillen &&
+	    memcmp(b, md->tail, md->taillen) == 0);
 }
 
 /*
@@ -1005,7 +1041,9 @@ mbox_send(struct maildrop *md, struct io *io, size_t i, long long lines)
  * it was, at the start of a line, and those whose flags have bits of mask
  * (all when mask is 0) are the same messages: an expunge can leave a
  * "From " line at every old offset (equal-sized messages, the same size
- * of new mail behind).  -1 (logged) when it changed or cannot be read.
+ * of new mail behind).  last == md->count stands for the end of the table,
+ * checked (end_kept()) when the last message is one of those.  -1
+ * (logged) when it changed or cannot be read.
  */
 static int
 changed(struct maildrop *md, size_t first, size_t last, uint32_t mask,
@@ -1020,6 +1058,11 @@ changed(struct maildrop *md, size_t first, size_t last, uint32_t mask,
 	if (fstat(md->fd, &st) == -1 || st.st_ino != md->id.ino ||
 	    (uint64_t)st.st_size < md->end)
 		goto stale;
+	/* A write after this fstat shows to mbox_send's second look. */
+	md->checked.size = (uint64_t)st.st_size;
+	md->checked.mtime = st.st_mtim;
+	md->checked.ctime = st.st_ctim;
+	md->checked.settled = file_settled(&st);
 	/*
 	 * Untouched since the scan (same size, mtime and ctime, and the
 	 * scan saw a settled file): no byte can have moved, and re-reading
@@ -1030,7 +1073,13 @@ changed(struct maildrop *md, size_t first, size_t last, uint32_t mask,
 	    same_time(&st.st_mtim, &md->seen.mtime) &&
 	    same_time(&st.st_ctim, &md->seen.ctime))
 		return 0;
-	for (i = first; i <= last && i < md->count; i++) {
+	for (i = first; i <= last && i <= md->count; i++) {
+		if (i == md->count) {
+			if ((mask == 0 || (md->msgs[i - 1].flags & mask)) &&
+			    !end_kept(md))
+				goto stale;
+			break;
+		}
 		if (!envelope_at(md, md->loc.mbox[i].off))
 			goto stale;
 		if (mask != 0 && !(md->msgs[i].flags & mask))
@@ -1053,6 +1102,44 @@ mbox_check(struct maildrop *md, size_t i, long long lines)
 	(void)lines;
 	/* The message and the one behind it (whose "From " ends it). */
 	return changed(md, i, i + 1, 0, 0) == -1 ? MD_TEMP : MD_OK;
+}
+
+/*
+ * RETR and TOP of message i, after check.  RETR holds no delivery lock,
+ * so a mail reader may expunge or rewrite the mbox while a long message
+ * is on its way: the rest of it then comes from offsets that hold other
+ * bytes, and the client would keep a whole-looking copy of the wrong
+ * bytes under the message's UIDL (found in review).  So before the
+ * final "." the file gets a second look: when it is as check found it
+ * (size, mtime, ctime, and settled then, so that a coarse clock cannot
+ * hide a write) nothing was written; else changed() decides.  A change
+ * ends the session without the ".", the one way to tell the client that
+ * what it got is not the message (RFC 1939 has no abort).
+ */
+static enum md_status
+mbox_send(struct maildrop *md, struct io *io, size_t i, long long lines)
+{
+	const struct mbox_msg *m = &md->loc.mbox[i];
+	struct stat st;
+	enum md_status r;
+
+	io_body_begin(io);
+	if (lines < 0)
+		r = stream(md, io, m->data, m->len, NULL);
+	else if ((r = stream(md, io, m->data, m->hdrlen, NULL)) == MD_OK)
+		r = stream(md, io, m->data + m->hdrlen, m->len - m->hdrlen,
+		    &lines);
+	/* Written since check looked?  Then the checks again. */
+	if (r == MD_OK && (!md->checked.settled ||
+	    fstat(md->fd, &st) == -1 ||
+	    (uint64_t)st.st_size != md->checked.size ||
+	    !same_time(&st.st_mtim, &md->checked.mtime) ||
+	    !same_time(&st.st_ctim, &md->checked.ctime)) &&
+	    changed(md, i, i + 1, 0, 0) == -1)
+		r = MD_TEMP;
+	if (r == MD_OK)
+		io_body_end(io);
+	return r;
 }
 
 
@@ -1084,7 +1171,7 @@ mbox_update(struct maildrop *md)
 		return MD_TEMP;
 	}
 	/* Deleting is safe when what goes is what the client saw. */
-	if (changed(md, 0, md->count - 1, MSG_DELETED, 1) == -1)
+	if (changed(md, 0, md->count, MSG_DELETED, 1) == -1)
 		goto out;
 	if (fstat(md->fd, &st) == -1) {
 		log_msg(LOG_ERR, "maildrop %s: fstat: %s", md->path,

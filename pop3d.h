@@ -256,6 +256,12 @@ struct maildrop {
 		int		 settled;	/* last written > 1 s before */
 		int		 indexed;	/* the table came from an index */
 	}		 seen;
+	struct {			/* mbox: the file as RETR/TOP's check
+					 * found it, for a look after sending */
+		uint64_t	 size;
+		struct timespec	 mtime, ctime;
+		int		 settled;
+	}		 checked;
 	const char	*source;	/* mbox: how the table was built (log) */
 	char		*names;		/* Maildir: names, each behind a mark */
 	size_t		 names_len, names_cap;
@@ -276,6 +282,8 @@ struct maildrop {
 	size_t		 count;		/* messages in the table */
 	size_t		 cap;
 	uint64_t	 end;		/* mbox: bytes the table covers */
+	unsigned char	 tail[16];	/* mbox: the bytes before end, as */
+	size_t		 taillen;	/* they were when the table was made */
 	struct {
 		dev_t	 dev;
 		ino_t	 ino;

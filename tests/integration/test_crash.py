@@ -10,8 +10,10 @@ delivered during the session behind it (nothing deleted), or the same with
 exactly the deleted messages gone.  Plus random SIGKILLs during QUIT of a
 large mbox, a full disk through RLIMIT_FSIZE and a real small tmpfs, and a
 spool without room for a journal.  Stopped before each step (of UPDATE
-and of a journal replay), the session must hold all its locks.  And a
-Maildir move to cur/ where RENAME_NOREPLACE is unknown must not replace.
+and of a journal replay), the session must hold all its locks.  A
+dotlock that link(2) cannot make is done without.  And a Maildir move to
+cur/ where RENAME_NOREPLACE is unknown must not replace, and a file that
+another client moves to cur/ while the login reads is shown once.
 Traced with strace(1), each step of UPDATE (mbox and Maildir) is synced
 before the next one starts: no fault shows a missing fsync.
 """
@@ -908,6 +910,43 @@ def dotlock_taken_over_a_leftover_of_our_pid():
 
 
 @test
+def dotlock_on_a_file_system_without_hard_links():
+    # The dotlock is made by link(2).  Where the file system makes no hard
+    # links (some FUSE and SMB mounts: EPERM), that failure was taken for
+    # a lock held by someone else: every login waited POP3D_LOCK_WAIT
+    # (30 s) and failed, and so did every QUIT (found in review).  Like
+    # any other failure to make a dotlock, it means going on without one
+    # (the fcntl lock stays), logged.  strace makes link(2) fail.
+    strace = shutil.which("strace")
+    if strace is None or subprocess.run(
+            [strace, "-qq", "-o", os.devnull, "true"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    ).returncode != 0:
+        raise T.Skip("needs a working strace(1)")
+    e = dict(os.environ)
+    # LeakSanitizer cannot run under ptrace (the sanitizers pass).
+    e["ASAN_OPTIONS"] = e.get("ASAN_OPTIONS", "") + ":detect_leaks=0"
+    with T.Env() as env:
+        ms = msgs(3)
+        setup(env, ms)
+        p = T.Pop3([strace, "-f", "-qq", "-o", os.devnull,
+                    "-e", "trace=link,linkat",
+                    "-e", "inject=link,linkat:error=EPERM", T.BIN] +
+                   env.argv(), os.path.join(env.dir, "strace.stderr"),
+                   env=e)
+        env.procs.append(p)
+        p.expect_ok("greeting")
+        p.ok("USER u")
+        p.ok("PASS pw")
+        p.ok("DELE 2")
+        p.quit()
+        eq(env.read_mbox("u"), expected(ms, {2}), "mbox after QUIT")
+        check("no dotlock" in p.stderr(), "going on without a dotlock is "
+              "not logged: %r" % p.stderr()[-300:])
+        eq(sorted(os.listdir(env.maildir)), ["u"], "files beside the mbox")
+
+
+@test
 def maildir_move_without_rename_flags_never_replaces():
     # Where renameat2(RENAME_NOREPLACE) is not known (NFS: EINVAL), the
     # move of a shown message from new/ to cur/ must still not replace a
@@ -961,6 +1000,47 @@ def maildir_move_without_rename_flags_never_replaces():
                       for l in errors),
                   "step %d: the refused move is not logged: %r"
                   % (step, errors[-3:]))
+
+
+@test
+def maildir_file_moved_to_cur_while_the_login_reads_is_shown_once():
+    # An IMAP server moves new mail to cur/ (Dovecot does on SELECT) after
+    # pop3d read new/ and before it reads cur/ (POP3D_PAUSE): the file is
+    # in both listings.  Shown twice, the copy in cur/ got the UIDL of a
+    # second copy (digest-1) and RETR of the other failed; the next
+    # session gives it its own UIDL, and a client that leaves mail on the
+    # server downloaded it twice (found in review).  Names with ,W= as
+    # Dovecot's delivery makes them: no file is opened at login.
+    ms = [T.message(1), T.message(2)]
+    names = ["17000000%02d.M%dP%d.host,S=%d,W=%d" % (i, i, i, len(m),
+                                                     len(T.wire(m)))
+             for i, m in enumerate(ms, 1)]
+    with T.Env() as env:
+        env.add_user("u", "pw")
+        root = env.mbox("u")
+        os.mkdir(root)
+        env.own(root, 0o700)
+        for sub in ("new", "cur", "tmp"):
+            os.mkdir(os.path.join(root, sub))
+            env.own(os.path.join(root, sub), 0o700)
+        for name, m in zip(names, ms):
+            with open(os.path.join(root, "new", name), "wb") as f:
+                f.write(m)
+            env.own(os.path.join(root, "new", name), 0o600)
+        p = fi_login(env, POP3D_PAUSE="maildir-scan")
+        stopped(p.proc.pid)
+        os.rename(os.path.join(root, "new", names[0]),
+                  os.path.join(root, "cur", names[0] + ":2,S"))
+        os.kill(p.proc.pid, signal.SIGCONT)
+        p.expect_ok("PASS")
+        eq(T.parse_stat(p.ok("STAT")), (2, sum(len(T.wire(m)) for m in ms)),
+           "STAT")
+        uidl = [u for _, u in T.parse_uidl(p.ok_multi("UIDL"))]
+        eq(uidl, names, "UIDLs")
+        for i, m in enumerate(ms, 1):
+            p.ok("RETR %d" % i)
+            eq(p.multi_raw() + b".\r\n", T.stuffed(m), "RETR %d" % i)
+        p.quit()
 
 
 # ------------------------------------------------ the order of the syncs

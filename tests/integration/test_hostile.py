@@ -14,7 +14,8 @@ crash or a hang, and mail is never lost.
   - UIDL across sessions: stable under appends, deletions of others, the
     headers mail readers add; identical copies get distinct, stable ids;
   - foreign rewrites during a session (a mail reader expunged or rewrote
-    the mbox): RETR/TOP and UPDATE answer -ERR [SYS/TEMP] and write nothing.
+    the mbox): RETR/TOP and UPDATE answer -ERR [SYS/TEMP] and write nothing;
+    a rewrite while RETR sends ends the connection before the final ".".
 
 Run: /usr/bin/python3 tests/integration/test_hostile.py [test_name ...]
 """
@@ -29,10 +30,10 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import deliver  # noqa: E402
 from pop3test import (IS_ROOT, MAIL_GID, MAIL_UID, READ_TIMEOUT, SLOW,  # noqa
-                      Env, Skip, check, envelope, eq, fail, main, mbox_bytes,
-                      message, pairs, parse_list, parse_stat, parse_uidl,
-                      short, split_lines, stuffed, test, top_stuffed, wire,
-                      read_multi)
+                      Env, Skip, TestFailure, check, envelope, eq, fail,
+                      main, mbox_bytes, message, pairs, parse_list,
+                      parse_stat, parse_uidl, short, split_lines, stuffed,
+                      test, top_stuffed, wire, read_multi)
 
 USER, PW = "u", "pw"
 
@@ -1001,6 +1002,66 @@ def foreign_expunge_with_new_mail_behind():
         rewrite(env.mbox(USER), new)
         refused_after_rewrite(env, p, new, (2, 3, 4, 5), (1, 2, 5),
                               "expunge of 2 plus new mail")
+
+
+@test
+def foreign_status_cleared_on_the_last_message_with_new_mail_behind():
+    # mutt marks the last message unread again: it rewrites it without its
+    # "Status: RO" line, 11 bytes shorter, and every "From " line the
+    # session knows stays where it was.  Then an agent delivers.  The
+    # table's last message now ends 11 bytes into the new mail: RETR 3
+    # sent them, and DELE 3 and QUIT cut them off with it, so that the
+    # rest of the new mail became part of message 2's body (found in
+    # review, with mutt and procmail).
+    ms = [message(1), message(2),
+          add_header(message(3), b"Status: RO\n", "end")]
+    with new_env(ms) as env:
+        path = env.mbox(USER)
+        p, u1 = uidl_session(env)
+        rewrite(path, mbox_bytes([message(i) for i in (1, 2, 3)]))
+        deliver.append(path, envelope(4), message(4))
+        new = env.read_mbox(USER)
+        refused_after_rewrite(env, p, new, (3,), (3,),
+                              "Status cleared in the last message")
+        p, u2 = uidl_session(env)
+        eq(u2[:3], u1, "UIDLs of the old messages")
+        eq(retr(p, 4)[1], stuffed(message(4)), "RETR of the new mail")
+        quit_ok(p)
+
+
+@test
+def foreign_expunge_while_a_long_retr_is_sent():
+    # RETR holds no delivery lock.  The client reads the +OK of a 4.6 MB
+    # message and then nothing, so pop3d is held by the full pipe a few
+    # hundred KB into it, and mutt expunges message 1 meanwhile: message
+    # 2 moves down.  The rest of RETR came from the old offsets, and the
+    # client got a whole-looking response with the wrong bytes, which it
+    # keeps under message 2's UIDL (found in review).  Now pop3d looks
+    # again before the final "." and closes the connection without it.
+    big = message(2, body=b"".join(b"line %07d of a big message\n" % k
+                                   for k in range(150000)))
+    ms = [message(1), big, message(3)]
+    with new_env(ms) as env:
+        p, u1 = uidl_session(env)
+        p.send(b"RETR 2\r\n")
+        r = p.line()
+        check(r.startswith("+OK"), "RETR 2 answered %r" % r)
+        new = mbox_bytes([(envelope(2), big), (envelope(3), ms[2])])
+        rewrite(env.mbox(USER), new)
+        try:
+            body = read_multi(p, timeout=30 * SLOW)
+        except TestFailure:
+            body = None         # closed before the final "."
+        check(body is None, "RETR 2 across the expunge came whole, %s"
+              % ("byte-exact" if body is not None and
+                 body + b".\r\n" == stuffed(big) else "of the wrong bytes"))
+        check(p.eof, "the connection is still open")
+        check(p.wait() != 0, "exit status after a RETR cut short")
+        eq(env.read_mbox(USER), new, "the mbox as the reader left it")
+        p, u2 = uidl_session(env)
+        eq(u2, u1[1:], "UIDLs in the next session")
+        eq(retr(p, 1)[1], stuffed(big), "RETR 1 in the next session")
+        quit_ok(p)
 
 
 def same_size_messages(numbers):
