@@ -633,8 +633,16 @@ dotlock_take(struct maildrop *md)
 		err = errno;
 	won = stat(tmp, &st) == 0 && st.st_nlink == 2;
 	(void)unlink(tmp);
-	if (won)
+	/* Which file is ours, for dotlock_drop (the unlink set its ctime). */
+	if (won && lstat(lock, &md->dotlock_id) == 0 &&
+	    md->dotlock_id.st_ino == st.st_ino)
 		return 1;
+	if (won) {
+		/* Taken from us already: a very slow link, or a breaker. */
+		log_msg(LOG_WARNING, "maildrop %s: %s replaced as it was made",
+		    md->path, lock);
+		return 0;
+	}
 	/*
 	 * EEXIST is a lock held, ENOENT our file removed meanwhile: try
 	 * again.  Anything else is a dotlock we cannot make, as above: a
@@ -650,16 +658,31 @@ dotlock_take(struct maildrop *md)
 	return 0;
 }
 
+/*
+ * Removes our dotlock, but only while it is the file we made: an agent
+ * that judged it stale (older than its own limit during a long UPDATE, or
+ * our pid unseen from another pid namespace) may have broken it and made
+ * its own, which must stay for as long as that agent writes.  The window
+ * between lstat and unlink is dotlock_break's.
+ */
 static void
 dotlock_drop(struct maildrop *md)
 {
 	char lock[1100];
+	struct stat now;
 
 	if (!md->dotlock)
 		return;
 	md->dotlock = 0;
-	if ((size_t)snprintf(lock, sizeof(lock), "%s.lock", md->path) <
-	    sizeof(lock) && unlink(lock) == -1)
+	if ((size_t)snprintf(lock, sizeof(lock), "%s.lock", md->path) >=
+	    sizeof(lock))
+		return;
+	if (lstat(lock, &now) == -1 || !same_file(&now, &md->dotlock_id)) {
+		log_msg(LOG_WARNING, "maildrop %s: %s was taken from us; "
+		    "left to its new owner", md->path, lock);
+		return;
+	}
+	if (unlink(lock) == -1)
 		log_msg(LOG_ERR, "maildrop %s: removing %s: %s", md->path,
 		    lock, strerror(errno));
 }

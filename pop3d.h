@@ -9,6 +9,7 @@
 #define POP3D_H
 
 #include <sys/types.h>
+#include <sys/stat.h>
 
 #include <stdarg.h>
 #include <stddef.h>
@@ -250,6 +251,7 @@ struct maildrop {
 	uint64_t	 heldsize;
 	size_t		 heldgot;
 	int		 dotlock;	/* mbox: we hold <path>.lock */
+	struct stat	 dotlock_id;	/* mbox: that file, as we made it */
 	struct {			/* mbox: the file as scanned */
 		uint64_t	 size;
 		struct timespec	 mtime, ctime;

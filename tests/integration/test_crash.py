@@ -641,6 +641,42 @@ def dotlock_made_anew_while_judged_stale_is_kept():
             eq(env.read_mbox("u"), expected(ms, {1}), "mbox after QUIT")
 
 
+@test
+def dotlock_taken_from_us_during_update_is_left_to_its_owner():
+    # Another agent breaks pop3d's dotlock while pop3d rewrites the mbox
+    # (judged stale after its own time limit, or pop3d's pid unseen from
+    # another pid namespace) and makes its own.  pop3d finishes under its
+    # fcntl lock, but must not remove the other agent's dotlock, which
+    # guards that agent's writing once pop3d is done.
+    with T.Env() as env:
+        ms = msgs(6)
+        setup(env, ms)
+        lock = env.mbox("u") + ".lock"
+        p = stop_at(env, 1, "DELE 2\r\n")
+        try:
+            check(os.path.exists(lock), "no dotlock while stopped in UPDATE")
+            theirs = b"%d\n" % os.getpid()
+            with open(lock + ".new", "wb") as f:
+                f.write(theirs)
+            os.rename(lock + ".new", lock)
+            ino = os.stat(lock).st_ino
+        finally:
+            os.kill(p.proc.pid, signal.SIGCONT)
+        p.expect_ok("QUIT")
+        p.expect_eof()
+        eq(p.wait(), 0, "exit status")
+        try:
+            eq(os.stat(lock).st_ino, ino, "the other agent's dotlock")
+            with open(lock, "rb") as f:
+                eq(f.read(), theirs, "the other agent's dotlock content")
+        except FileNotFoundError:
+            fail("pop3d removed the other agent's dotlock")
+        os.unlink(lock)
+        check("was taken from us" in p.stderr(),
+              "no log line of the lock taken: %r" % p.stderr())
+        eq(env.read_mbox("u"), expected(ms, {2}), "mbox after QUIT")
+
+
 def held_locks(env, pid, what):
     """Checks that process pid holds every lock on u's mbox: the session
     flock, the fcntl write lock and the dotlock.  A second descriptor of
