@@ -7,12 +7,14 @@
  * logged or kept.  Runs as the user pop3d starts as (root under inetd or
  * systemd), before any privilege is dropped.
  */
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <crypt.h>
 #include <ctype.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <md5.h>
 #include <pwd.h>
 #include <shadow.h>
@@ -400,15 +402,30 @@ file_lookup(const struct config *cfg, const char *user, struct account *acct,
     char *hash, size_t hn, char *secret, size_t sn, char *dummy, size_t dn)
 {
 	FILE *fp;
+	struct stat st;
 	char *line = NULL;
 	size_t cap = 0;
 	ssize_t len;
 	unsigned lineno = 0, found = 0;
-	int r = 0;
+	int fd, r = 0;
 
-	if ((fp = fopen(cfg->users_file, "re")) == NULL) {
+	/*
+	 * Only a regular file: a FIFO there blocked the open (and with it
+	 * the session, QUIT included, for good), a device such as /dev/zero
+	 * grew one line without end (found in review).  O_NONBLOCK makes
+	 * the open of a FIFO return, to be refused here.
+	 */
+	if ((fd = open(cfg->users_file, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) ==
+	    -1) {
 		log_msg(LOG_ERR, "users file %s: %s", cfg->users_file,
 		    strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode) ||
+	    (fp = fdopen(fd, "r")) == NULL) {
+		log_msg(LOG_ERR, "users file %s: not a regular file, or "
+		    "unreadable", cfg->users_file);
+		(void)close(fd);
 		return -1;
 	}
 	while ((len = getline(&line, &cap, fp)) != -1) {

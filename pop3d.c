@@ -158,18 +158,31 @@ host_name(const char *s)
 static void
 fd_hygiene(int keep_stderr)
 {
-	int fd;
+	int fd, p[2];
 
 	closefrom(3);
-	/*
-	 * Under inetd fd 2 is the connection: never write there.  Without a
-	 * usable /dev/null, fd 2 is closed instead (nothing writes to it
-	 * unless -e asked for it).
-	 */
+	/* Under inetd fd 2 is the connection: never write there. */
 	if (keep_stderr && fcntl(STDERR_FILENO, F_GETFD) != -1)
 		return;
 	if ((fd = open("/dev/null", O_RDWR)) == -1) {
-		(void)close(STDERR_FILENO);
+		/*
+		 * No /dev/null (a bare chroot or container).  Fd 2 must still
+		 * be taken: left free, the next open got it, the mbox say,
+		 * and -e's log lines (or libc's last words) were written
+		 * into the mail (found in review).  A pipe whose read end is
+		 * closed fails every write with EPIPE (SIGPIPE is ignored
+		 * before anything is logged).
+		 */
+		if (pipe(p) == -1) {
+			(void)close(STDERR_FILENO);
+			return;
+		}
+		if (p[1] != STDERR_FILENO) {
+			(void)dup2(p[1], STDERR_FILENO);	/* may drop p[0] */
+			(void)close(p[1]);
+		}
+		if (p[0] != STDERR_FILENO)
+			(void)close(p[0]);
 		return;
 	}
 	(void)dup2(fd, STDERR_FILENO);
@@ -498,6 +511,22 @@ authorize(const struct config *cfg, int jail,
 			*status = reap(pid);	/* QUIT, EOF, timeout, ... */
 			return 0;
 		}
+		/*
+		 * The child counts failures too and closes at the -a'th; this
+		 * bound holds regardless.  A credential after that one is not
+		 * checked at all: counted only once it failed, it was one
+		 * guess more than -a allows, and a right one logged in (found
+		 * in review).
+		 */
+		if (fails >= cfg->max_fails) {
+			explicit_bzero(&c, sizeof(c));
+			log_msg(LOG_ERR, "pre-login process exceeded %d "
+			    "failures", cfg->max_fails);
+			(void)kill(pid, SIGKILL);
+			(void)reap(pid);
+			*status = POP3D_EXIT_CLIENT;
+			return 0;
+		}
 		c.user[sizeof(c.user) - 1] = '\0';
 		c.secret[sizeof(c.secret) - 1] = '\0';
 		if (!auth_valid_name(c.user) || c.method < CRED_USER ||
@@ -506,15 +535,8 @@ authorize(const struct config *cfg, int jail,
 		else
 			verdict = check_apart(cfg, &c, acct);
 		explicit_bzero(&c, sizeof(c));
-		/* The child counts failures too; this bound holds regardless. */
-		if (verdict == AUTH_FAIL && ++fails > cfg->max_fails) {
-			log_msg(LOG_ERR, "pre-login process exceeded %d "
-			    "failures", cfg->max_fails);
-			(void)kill(pid, SIGKILL);
-			(void)reap(pid);
-			*status = POP3D_EXIT_CLIENT;
-			return 0;
-		}
+		if (verdict == AUTH_FAIL)
+			fails++;
 		if (privsep_send(parent.down, PRIV_VERDICT, &verdict,
 		    sizeof(verdict)) == -1)
 			verdict = AUTH_FAIL;
@@ -633,6 +655,7 @@ main(int argc, char *argv[])
 	int jail;
 	struct account acct;
 	struct rlimit nocore = { 0, 0 };
+	sigset_t nosigs;
 	struct session s;
 	struct maildrop md;
 	char host[256];
@@ -699,6 +722,16 @@ main(int argc, char *argv[])
 	umask(077);
 	fd_hygiene(cfg.log_stderr);
 	(void)setrlimit(RLIMIT_CORE, &nocore);
+	/*
+	 * Ignored signals and the signal mask survive exec, so they are the
+	 * super-server's until set here.  With SIGCHLD ignored the kernel
+	 * reaps our children itself and waitpid() fails: every login was
+	 * answered [SYS/TEMP] and a QUIT exited 2 (found in review).  A
+	 * blocked SIGTERM would make a session deaf to systemctl stop.
+	 */
+	(void)signal(SIGCHLD, SIG_DFL);
+	(void)sigemptyset(&nosigs);
+	(void)sigprocmask(SIG_SETMASK, &nosigs, NULL);
 	(void)signal(SIGPIPE, SIG_IGN);
 	/* Over RLIMIT_FSIZE a write fails with EFBIG, and UPDATE backs out. */
 	(void)signal(SIGXFSZ, SIG_IGN);

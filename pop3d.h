@@ -599,7 +599,8 @@ struct session {
 	char			 user[POP3D_MAX_USER + 1];	/* after USER */
 	int			 fails;
 	int			 update_failed;	/* QUIT answered -ERR */
-	struct timespec		 cmd_start;	/* when the command came */
+	struct timespec		 cmd_start;	/* when the command (or the
+						   SASL response) came */
 	struct account		 acct;
 	struct maildrop		*md;
 	session_verify_fn	 verify;

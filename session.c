@@ -258,6 +258,13 @@ login(struct session *s, struct cred *c)
 	enum auth_result r;
 	char q[LOG_VALUE_MAX(POP3D_MAX_USER)];
 
+	/*
+	 * The answers to commands pipelined before this one leave now, not
+	 * after the check: held until then, "+OK send PASS" arrived exactly
+	 * when crypt was done, and a failure's delay hid nothing (found in
+	 * review).
+	 */
+	(void)io_flush(s->io);
 	r = s->verify(s->verify_ctx, c, &s->acct);
 	explicit_bzero(c->secret, sizeof(c->secret));
 	if (r == AUTH_OK) {
@@ -376,6 +383,15 @@ cmd_auth(struct session *s, const char *arg, uint64_t n, uint64_t k)
 		io_reply(s->io, "+ ");
 		switch (io_readline_max(s->io, line, POP3D_MAX_SASL, &len)) {
 		case IO_LINE:
+			/*
+			 * The credential arrives now, and failed()'s delay
+			 * counts from here.  Counted from the AUTH line, a
+			 * client that let the delay pass before it answered
+			 * the challenge had its failure answered at once,
+			 * after exactly the time crypt took: an unknown user
+			 * told from a known one (found in review).
+			 */
+			clock_gettime(CLOCK_MONOTONIC, &s->cmd_start);
 			break;
 		case IO_TOOLONG:
 			io_reply(s->io, "-ERR SASL response too long");

@@ -21,6 +21,8 @@ import os
 import pwd
 import re
 import secrets
+import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -708,7 +710,10 @@ def not_root_serves_only_its_own_uid():
 @test
 def users_file_overlong_secret_is_logged():
     """A users-file line whose APOP secret does not fit is malformed:
-    logged with its line number, not a silent refusal."""
+    logged with its line number, not a silent refusal.  The bounds
+    (pop3d.users(5)): an APOP secret of 255 characters works, 256 do not;
+    a hash of 511 characters is read (and matches nothing), 512 are too
+    long."""
     with Env() as env:
         env.write_mbox("long", msgs(1))
         env.write_users([env.user_line("long", "pw", method="sha-512") +
@@ -720,6 +725,33 @@ def users_file_overlong_secret_is_logged():
         p.wait()
         check("line 1:" in p.stderr(),
               "the line is logged: %r" % p.stderr()[-500:])
+        line = env.user_line("long", "pw", method="sha-512") + ":" + \
+            env.mbox("long") + ":"
+        for n in (255, 256):
+            env.write_users([line + "s" * n])
+            p = env.start(extra=["-A"])
+            r = p.cmd("APOP long " + apop_digest(stamp_of(p.greeting),
+                                                 "s" * n))
+            if n == 255:
+                check(r.startswith("+OK"), "APOP with a secret of 255: %r"
+                      % r)
+            else:
+                eq(r, AUTH_FAIL, "APOP with a secret of 256")
+            p.ok("QUIT")
+            p.expect_eof()
+            p.wait()
+            eq("too long" in p.stderr(), n == 256, "secret of %d logged "
+               "as too long: %r" % (n, p.stderr()[-300:]))
+        for n in (511, 512):
+            env.write_users(["long:$6$" + "h" * (n - 3) + ":%d:%d:%s"
+                             % (MAIL_UID, MAIL_GID, env.mbox("long"))])
+            p = env.start()
+            eq(attempt(p, "long", "pw")[1], AUTH_FAIL, "PASS, hash of %d" % n)
+            p.ok("QUIT")
+            p.expect_eof()
+            p.wait()
+            eq("too long" in p.stderr(), n == 512, "hash of %d logged as "
+               "too long: %r" % (n, p.stderr()[-300:]))
 
 
 @test
@@ -1115,6 +1147,36 @@ def unreadable_users_file_is_sys_temp():
                       "-f %s: %s answered %r" % (what, c.split()[0], r))
             p.ok("QUIT")
             p.expect_eof()
+
+
+@test
+def users_file_that_is_a_fifo_is_sys_temp():
+    """-f naming a FIFO: each login is -ERR [SYS/TEMP] and the session goes
+    on.  The credential check's open used to wait for a writer for good,
+    and with it the whole session, QUIT included, past any timeout."""
+    with Env() as env:
+        env.add_user("alice", "pw")
+        fifo = os.path.join(env.dir, "users.fifo")
+        os.mkfifo(fifo, 0o600)
+        args = env.argv(a=1)
+        args[args.index("-f") + 1] = fifo
+        p = env.spawn(args)
+        try:
+            p.expect_ok("greeting")
+            p.ok("USER alice")
+            r = p.cmd("PASS pw")
+            check(r.startswith("-ERR [SYS/TEMP]"), "PASS answered %r" % r)
+            p.ok("QUIT")
+            p.expect_eof()
+            eq(p.wait(), 0, "exit status")
+            check("not a regular file" in p.stderr(), "not logged: %r"
+                  % p.stderr()[-300:])
+        finally:
+            # A reader still blocked in open (the bug) is let go.
+            try:
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                pass
 
 
 # ================================================================== APOP
@@ -1532,6 +1594,65 @@ def failed_login_delay():
 
 
 @test
+def failed_login_delay_counts_from_the_sasl_response():
+    """-D counts from the credential's arrival: for AUTH PLAIN without an
+    initial response, from the response to the challenge.  Counted from
+    the AUTH line, a client that waited out the delay before it answered
+    had its failure answered at once, after exactly the time crypt took:
+    a user with a sha512crypt hash answered in 2 ms, an unknown one (the
+    dummy is the file's first hash, yescrypt) in 20 (found in review)."""
+    with Env() as env:
+        env.add_user("alice", "pw")                     # yescrypt
+        env.add_user("bob", "pw", method="sha-512")
+        env.write_mbox("alice", msgs(1))
+        p = env.start(D=1, a=100)
+        for user in ("bob", "nosuchuser", "alice"):
+            eq(p.cmd("AUTH PLAIN"), "+ ", "challenge")
+            time.sleep(1.2)                 # longer than the delay
+            t0 = time.monotonic()
+            eq(p.cmd(plain(user, "wrong")), AUTH_FAIL, "response for " + user)
+            dt = time.monotonic() - t0
+            check(dt >= 0.95, "-D 1: AUTH PLAIN failure for %s answered %.3f "
+                  "s after the response that came %.1f s after the challenge"
+                  % (user, dt, 1.2))
+        eq(p.cmd("AUTH PLAIN"), "+ ", "challenge")
+        p.ok(plain("alice", "pw"))
+        p.quit()
+
+
+@test
+def answers_before_a_credential_do_not_wait_for_its_check():
+    """The answer to USER (or any command) pipelined before PASS leaves
+    before the credential is checked.  Held until after the check, it
+    arrived exactly when crypt was done (2 ms after it for a sha512crypt
+    user, 20 for an unknown one checked against a yescrypt dummy), and the
+    delay of the failure hid nothing (found in review).  The root parent,
+    which does the check, is stopped here: the answer to USER must come
+    all the same."""
+    with Env() as env:
+        env.add_user("alice", "pw")
+        env.write_mbox("alice", msgs(1))
+        p = env.start(D=0)
+        os.kill(p.proc.pid, signal.SIGSTOP)
+        try:
+            p.send("USER alice\r\nPASS wrong\r\n")
+            eq(p.line(), "+OK send PASS", "USER answer while the check waits")
+        finally:
+            os.kill(p.proc.pid, signal.SIGCONT)
+        eq(p.line(), AUTH_FAIL, "PASS")
+        os.kill(p.proc.pid, signal.SIGSTOP)
+        try:
+            p.send("CAPA\r\nUSER alice\r\nPASS pw\r\n")
+            p.expect_ok("CAPA")
+            p.multi()
+            eq(p.line(), "+OK send PASS", "USER answer while the check waits")
+        finally:
+            os.kill(p.proc.pid, signal.SIGCONT)
+        p.expect_ok("PASS")
+        p.quit()
+
+
+@test
 def failure_limit_flag_a():
     """-a N closes the connection at the Nth failure, counting PASS, APOP
     and AUTH PLAIN failures together; exit status 1.  -a 1 closes at the
@@ -1568,6 +1689,58 @@ def failure_limit_flag_a():
         eq(attempt(p, "alice", "wrong")[1], AUTH_FAIL, "1st of 2")
         p.login("alice", "pw")       # a login before the limit still works
         p.quit()
+
+
+@test
+def parent_bounds_the_failures_of_a_child_that_ignores_them():
+    """The root parent counts failed verdicts itself (-a), so that a
+    compromised pre-login process cannot use it as a password oracle.
+    strace(1) plays that process: it rewrites each verdict the child reads
+    to AUTH_TEMP (2), so the child counts no failure and keeps sending
+    credentials.  After -a failures the parent checks none: the next one,
+    the right password, ends the connection.  The parent used to check it,
+    one guess more than -a, and logged it in (found in review)."""
+    need_root()
+    strace = shutil.which("strace")
+    if strace is None or subprocess.run(
+            [strace, "-qq", "-o", os.devnull, "true"],
+            capture_output=True).returncode != 0:
+        raise Skip("needs a working strace(1)")
+    with Env() as env:
+        env.add_user("alice", "pw")
+        env.write_mbox("alice", msgs(1))
+        p = env.start(a=2)
+        with open("/proc/%d/task/%d/children" % (p.proc.pid, p.proc.pid)) \
+                as f:
+            child = int(f.read().split()[0])
+        # The child's reads, one batch of commands at a time: the batch,
+        # the verdict's frame header, the verdict.  The 3rd and the 6th
+        # are the verdicts of the two failures.
+        tr = subprocess.Popen([strace, "-qq", "-o", os.devnull, "-p",
+                               str(child), "-e", "trace=read", "-e",
+                               "inject=read:poke_exit=@arg2=02000000:"
+                               "when=3..6+3"])
+        try:
+            deadline = time.monotonic() + 10
+            while "TracerPid:\t0\n" in open("/proc/%d/status" % child).read():
+                check(time.monotonic() < deadline, "strace did not attach")
+                time.sleep(0.05)
+            for pw in ("wrong1", "wrong2"):
+                p.send("USER alice\r\nPASS %s\r\n" % pw)
+                p.expect_ok("USER")
+                eq(p.line(), "-ERR [SYS/TEMP] cannot check credentials now",
+                   "PASS %s, its verdict rewritten by strace" % pw)
+            # The child dies with its answer to USER still buffered.
+            p.send("USER alice\r\nPASS pw\r\n")
+            got = p.expect_eof()
+            check(b"maildrop has" not in got, "the right password after "
+                  "-a 2 failures logged in: %r" % got)
+            eq(p.wait(), EXIT_CLIENT, "exit status")
+            check("pre-login process exceeded 2 failures" in p.stderr(),
+                  "not logged: %r" % p.stderr()[-300:])
+        finally:
+            tr.kill()
+            tr.wait()
 
 
 # ============================================================ passwords

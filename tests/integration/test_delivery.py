@@ -15,6 +15,7 @@ UIDL for its whole life.
 
 Run: /usr/bin/python3 tests/integration/test_delivery.py [test_name ...]
 """
+import fcntl
 import os
 import random
 import select
@@ -28,7 +29,10 @@ import deliver  # noqa: E402
 from pop3test import (IS_ROOT, MAIL_GID, MAIL_UID, READ_TIMEOUT, SLOW,  # noqa
                       Env, TestFailure, check, eq, fail, main, parse_list,
                       parse_stat, parse_uidl, short, stuffed, test, wire,
-                      read_multi)
+                      read_multi, message, mbox_bytes)
+
+PW = "s3cret pass"
+FIVE = [message(i) for i in range(1, 6)]
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DELIVER = os.path.join(HERE, "deliver.py")
@@ -319,6 +323,32 @@ def concurrent(count, seed, threads, max_sessions, min_sessions,
               "%r; %.1fs"
               % (count, len(taken), len(left), run.sessions, run.counts,
                  time.monotonic() - t0), flush=True)
+
+
+@test
+def delivery_lock_wait_gives_up_after_30_seconds():
+    # pop3d.8 Limits: 30 seconds of waiting for a delivery agent's lock,
+    # then -ERR [SYS/TEMP].  The answer must come while the lock is still
+    # held (no endless wait) and not before the 30 seconds (POP3D_LOCK_WAIT
+    # counts 300 naps of 0.1 s).  Here, not in test_e2e.py: that file
+    # also runs under valgrind, and this test is 30 s of waiting.
+    with Env() as env:
+        env.add_user("alice", PW)
+        env.write_mbox("alice", FIVE)
+        with open(env.mbox("alice"), "r+b") as f:
+            fcntl.lockf(f, fcntl.LOCK_EX)
+            p = env.start()
+            p.ok("USER alice")
+            t0 = time.monotonic()
+            p.send("PASS " + PW + "\r\n")
+            r = p.line(timeout=60 * SLOW)
+            dt = time.monotonic() - t0
+            eq(r, "-ERR [SYS/TEMP] cannot open the maildrop, try later",
+               "PASS while a delivery agent holds the mbox")
+            check(dt >= 29.5, "gave up after %.1f s" % dt)
+            p.expect_eof()
+            eq(p.wait(), 2, "exit status")
+        eq(env.read_mbox("alice"), mbox_bytes(FIVE), "mbox")
 
 
 @test

@@ -459,6 +459,19 @@ def auth_plain_response_bounds():
             p.send(b"A" * (n - 6) + b"QUIT\r\nNOOP\r\n")
             p.expect_err("a %d-octet SASL response" % n)
             p.expect_err("NOOP in AUTHORIZATION after it")
+        # At the bound, by the answer: 1024 octets are read as a response
+        # (base64 of 1022 characters is never valid), 1025 are too long;
+        # a bare LF counts as two octets.
+        for line, answer in [
+                (b"A" * 1022 + b"\r\n", "-ERR invalid base64 in SASL response"),
+                (b"A" * 1022 + b"\n", "-ERR invalid base64 in SASL response"),
+                (b"A" * 1023 + b"\r\n", "-ERR SASL response too long"),
+                (b"A" * 1023 + b"\n", "-ERR SASL response too long")]:
+            p.send(b"AUTH PLAIN\r\n")
+            check(p.line().startswith("+"), "AUTH PLAIN challenge")
+            p.send(line)
+            eq(p.line(), answer, "a SASL line of %d characters and %r"
+               % (len(line.rstrip(b"\r\n")), line[1022:].lstrip(b"A")))
         p.send(b"AUTH PLAIN\r\n")
         check(p.line().startswith("+"), "AUTH PLAIN challenge")
         p.send(b"AAAA\x00AAAA\r\n")
@@ -966,17 +979,22 @@ def client_that_reads_nothing_is_dropped():
     # RFC 1939 §3's autologout also when pop3d waits to write: a client
     # that pipelines RETRs and then reads nothing, over a pipe (poll) and
     # over a socket (SO_SNDTIMEO), is dropped after the idle timeout,
-    # with no UPDATE, and the maildrop is free again.
-    for transport in ("pipe", "socket"):
+    # with no UPDATE, and the maildrop is free again.  Before login too:
+    # the pre-login process, asked for ~800 KB of CAPA answers.
+    for transport, login in (("pipe", 1), ("socket", 1), ("pipe", 0),
+                             ("socket", 0)):
+        if not login:
+            transport += " before login"
         with env_with(big_and_small()) as env:
             before = env.read_mbox("alice")
             errpath = os.path.join(env.dir, "stall.stderr")
             cmd = ([BIN] if not VALGRIND else VALGRIND_CMD + [BIN])
             cmd += env.argv(t=1)
             batch = b"USER alice\r\nPASS " + PW.encode() + \
-                b"\r\nDELE 2\r\n" + b"RETR 1\r\n" * 10
+                b"\r\nDELE 2\r\n" + b"RETR 1\r\n" * 10 if login else \
+                b"CAPA\r\n" * 6000
             with open(errpath, "wb") as err:
-                if transport == "pipe":
+                if transport.startswith("pipe"):
                     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE,
                                             stdout=subprocess.PIPE,
                                             stderr=err)
@@ -1019,6 +1037,56 @@ def client_that_reads_nothing_is_dropped():
                "%s: mbox (DELE 2 must not be applied)" % transport)
             q = env.session("alice", PW)
             q.quit()
+
+
+@test
+def tcp_options_bound_a_vanished_or_stalled_client():
+    # pop3d.8 Limits: on TCP, keepalives after 60 s, every 15 s, 4 probes;
+    # a send gives up after the idle timeout (SO_SNDTIMEO, -t); no Nagle.
+    # Read back through a descriptor of the test's own for the very
+    # socket pop3d serves, before and after login.
+    import struct
+    with env_with(five()) as env:
+        ls = socket.socket()
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(1)
+        c = socket.create_connection(ls.getsockname())
+        s, _ = ls.accept()
+        ls.close()
+        cmd = ([BIN] if not VALGRIND else VALGRIND_CMD + [BIN])
+        errpath = os.path.join(env.dir, "tcp.stderr")
+        with open(errpath, "wb") as err:
+            proc = subprocess.Popen(cmd + env.argv(t=7), stdin=s, stdout=s,
+                                    stderr=err)
+        try:
+            f = c.makefile("rb")
+            for when, send in (("before login", None),
+                               ("after login", b"USER alice\r\nPASS " +
+                                PW.encode() + b"\r\n")):
+                if send is None:
+                    check(f.readline().startswith(b"+OK"), "greeting")
+                else:
+                    c.sendall(send)
+                    check(f.readline().startswith(b"+OK"), "USER")
+                    check(f.readline().startswith(b"+OK"), "PASS")
+                got = (s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                       s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+                       s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+                       s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+                       s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY),
+                       struct.unpack("ll", s.getsockopt(
+                           socket.SOL_SOCKET, socket.SO_SNDTIMEO, 16)))
+                eq(got, (1, 60, 15, 4, 1, (7, 0)), "keepalive, idle, "
+                   "interval, count, nodelay, send timeout " + when)
+            c.sendall(b"QUIT\r\n")
+            check(f.readline().startswith(b"+OK"), "QUIT")
+            eq(proc.wait(10 * SLOW), 0, "exit status")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            s.close()
+            c.close()
 
 
 @test
@@ -1537,20 +1605,27 @@ def stale_dotlocks_are_removed_live_ones_waited_for():
                               # Beyond pid_t: no pid, not -1 or a group.
                               ("2^32 - 1", b"4294967295\n"),
                               ("2^31", b"2147483648\n"),
-                              ("40 digits", b"9" * 40 + b"\n")]:
+                              ("40 digits", b"9" * 40 + b"\n"),
+                              # pop3d.8: stale only when older than 300 s.
+                              ("live pid 290 s old", live)]:
             with open(lock, "wb") as f:
                 f.write(content)
             if what == "unreadable":
                 os.chmod(lock, 0)       # its pid cannot be known
+            if what.endswith(" s old"):
+                t = time.time() - 290
+                os.utime(lock, (t, t))
             ino = os.stat(lock).st_ino
             p = env.start()
             p.ok("USER alice")
             p.send("PASS " + PW + "\r\n")
             try:
                 p.expect_silence(1.0)
+                check(os.path.exists(lock), "%s: lock removed" % what)
                 eq(os.stat(lock).st_ino, ino, "%s: the lock" % what)
             finally:
-                os.unlink(lock)
+                if os.path.exists(lock):
+                    os.unlink(lock)
             p.expect_ok("PASS after the %s lock went away" % what)
             p.quit()
 

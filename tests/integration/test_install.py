@@ -4,6 +4,7 @@ the man pages, and the fields of the log lines of a session."""
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -356,6 +357,83 @@ def flag_errors_never_reach_the_client_under_inetd():
                        capture_output=True, timeout=30)
     eq(p.returncode, 64, "exit status with -t 0")
     check(b"-t must be a number" in p.stderr, "stderr: %r" % p.stderr)
+
+
+@test
+def signals_left_by_the_super_server_are_reset():
+    # Ignored signals and the signal mask survive exec.  A super-server
+    # that ignores SIGCHLD (to be rid of zombies) made the kernel reap
+    # pop3d's children, so that waitpid failed: every login was answered
+    # [SYS/TEMP] and a QUIT before login exited 2.  One that blocks
+    # SIGTERM left the session deaf to systemctl stop.
+    def odd():
+        signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_BLOCK,
+                               {signal.SIGTERM, signal.SIGHUP})
+
+    with T.Env() as env:
+        env.add_user("u", "pw")
+        ms = [T.message(1), T.message(2)]
+        env.write_mbox("u", ms)
+        p = subprocess.run([T.BIN] + env.argv(), input=b"QUIT\r\n",
+                           capture_output=True, preexec_fn=odd, timeout=30)
+        eq(p.returncode, 0, "exit status of QUIT before login")
+        p = subprocess.run([T.BIN] + env.argv(), input=b"USER u\r\n"
+                           b"PASS pw\r\nRETR 2\r\nDELE 1\r\nQUIT\r\n",
+                           capture_output=True, preexec_fn=odd, timeout=30)
+        check(T.stuffed(ms[1]) in p.stdout, "login and RETR: %r"
+              % p.stdout[-200:])
+        eq(p.returncode, 0, "exit status after QUIT")
+        eq(env.read_mbox("u"), T.mbox_bytes([(T.envelope(2), ms[1])]),
+           "mbox after DELE 1 and QUIT")
+        q = subprocess.Popen([T.BIN] + env.argv(), stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, preexec_fn=odd)
+        try:
+            q.stdout.readline()                 # the greeting
+            q.send_signal(signal.SIGTERM)
+            try:
+                rc = q.wait(10)
+            except subprocess.TimeoutExpired:
+                fail("pop3d ignores SIGTERM (blocked by its parent)")
+            eq(rc, -signal.SIGTERM, "exit status after SIGTERM")
+        finally:
+            if q.poll() is None:
+                q.kill()
+                q.wait()
+            q.stdin.close()
+            q.stdout.close()
+
+
+@test
+def no_dev_null_and_no_stderr_keep_log_lines_out_of_the_mail():
+    # Without /dev/null, fd 2 was left closed: the next open got it, the
+    # mbox, and with -e the log lines ("user=u maildrop=...") were written
+    # over its first message.  Here /dev is an empty tmpfs in a mount
+    # namespace of the test's own, and pop3d starts with fd 2 closed.
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        raise T.Skip("needs root and unshare(1)")
+    if subprocess.run(["unshare", "-m", "--propagation", "private", "sh",
+                       "-c", "mount -t tmpfs none /dev"],
+                      capture_output=True).returncode != 0:
+        raise T.Skip("no mount namespace here")
+    with T.Env() as env:
+        env.add_user("u", "pw")
+        ms = [T.message(1), T.message(2)]
+        env.write_mbox("u", ms)
+        before = env.read_mbox("u")
+        for e in (True, False):
+            p = subprocess.run(
+                ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                 'mount -t tmpfs none /dev && test ! -e /dev/null && '
+                 'exec "$0" "$@" 2>&-', T.BIN] + env.argv(e=e),
+                input=b"USER u\r\nPASS pw\r\nRETR 1\r\nQUIT\r\n",
+                capture_output=True, timeout=30)
+            check(T.stuffed(ms[0]) in p.stdout, "-e %s: RETR 1: %r"
+                  % (e, p.stdout[-300:]))
+            eq(p.returncode, 0, "-e %s: exit status" % e)
+            eq(env.read_mbox("u"), before, "-e %s: mbox after the session"
+               % e)
 
 
 @test
