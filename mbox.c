@@ -1001,14 +1001,17 @@ mbox_open(struct maildrop *md)
 	return r;
 }
 
-/* Streams stored bytes [off, off + len) through the writer. */
+/*
+ * Streams stored bytes [off, off + len) through the writer, until the
+ * writer fails (the client is gone: the rest would be read for nothing).
+ */
 static enum md_status
 stream(struct maildrop *md, struct io *io, uint64_t off, uint64_t len,
     long long *lines)
 {
 	unsigned char *buf = maildrop_buf();
 
-	while (len > 0) {
+	while (len > 0 && io->err == 0) {
 		size_t want = len < POP3D_MAILBUF ? (size_t)len :
 		    POP3D_MAILBUF;
 		ssize_t n = pread(md->fd, buf, want, (off_t)off);

@@ -562,6 +562,9 @@ send_msg(struct session *s, uint64_t n, long long lines)
 		 */
 		return OUT_FAIL;
 	}
+	/* A client gone before the end got no message: not retrieved. */
+	if (s->io->err != 0)
+		return OUT_FAIL;
 	if (lines < 0 && !(m->flags & MSG_RETRIEVED)) {
 		m->flags |= MSG_RETRIEVED;
 		s->md->nretr++;

@@ -575,6 +575,34 @@ class Env:
         return p
 
 
+def rchar(pid):
+    """Bytes process pid has read so far (/proc/PID/io; a zombie's too)."""
+    with open("/proc/%d/io" % pid) as f:
+        return int(dict(l.split(": ") for l in f.read().splitlines())
+                   ["rchar"])
+
+
+def leave_mid_response(p, after):
+    """Reads at least `after` bytes of what pop3d sends, then closes the
+    connection and waits for pop3d to exit.  Returns (rchar, stderr): the
+    bytes the process had read by its exit (taken from the zombie) and its
+    log."""
+    got = len(p.buf)
+    p.buf = b""
+    deadline = time.monotonic() + READ_TIMEOUT
+    while got < after:
+        if not p._fill(deadline):
+            fail("pop3d sent %d bytes, not %d" % (got, after))
+        got += len(p.buf)
+        p.buf = b""
+    os.close(p.out)
+    p.close_input()
+    os.waitid(os.P_PID, p.proc.pid, os.WEXITED | os.WNOWAIT)
+    n = rchar(p.proc.pid)
+    p.proc.wait()
+    return n, p.stderr()
+
+
 def read_multi(p, timeout=None):
     """The body of a multi-line response as sent (stuffed, CRLF), without
     its terminating ".\\r\\n"; read in bulk (pop3test's line reader copies

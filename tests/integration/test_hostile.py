@@ -33,7 +33,8 @@ from pop3test import (IS_ROOT, MAIL_GID, MAIL_UID, READ_TIMEOUT, SLOW,  # noqa
                       Env, Skip, TestFailure, check, envelope, eq, fail,
                       main, mbox_bytes, message, pairs, parse_list,
                       parse_stat, parse_uidl, short, split_lines, stuffed,
-                      test, top_stuffed, wire, read_multi)
+                      test, top_stuffed, wire, read_multi,
+                      leave_mid_response, rchar)
 
 USER, PW = "u", "pw"
 
@@ -1163,6 +1164,26 @@ def mbox_removed_during_session_and_delivered_again():
         eq(env.read_mbox(USER), new, "the new mbox")
         no_leftovers(env)
 
+
+@test
+def client_gone_during_a_long_retr_stops_the_reading():
+    # A client that closes the connection a little way into a 24 MB
+    # message: pop3d stops reading the mbox at the failed write (it read
+    # and converted the rest for nobody before), and the message does not
+    # count as retrieved in the log (test_maildir.py has the same).
+    big = message(2, body=b"".join(b"line %07d of a long message\n" % i
+                                   for i in range(800000)))
+    check(len(big) > 20 * 1000 * 1000, "test message too small")
+    with new_env([message(1), big]) as env:
+        p = env.session(USER, PW)
+        before = rchar(p.proc.pid)      # the login's scan read it all
+        p.send("RETR 2\r\n")
+        n, log = leave_mid_response(p, 200 * 1000)
+        check(n - before < 8 * 1000 * 1000, "read %d bytes of a %d-byte "
+              "message after the client left" % (n - before, len(big)))
+        check("retrieved=0/0" in log, "a message the client never got "
+              "counted as retrieved: %r" % log[-300:])
+        eq(env.read_mbox(USER), mbox_bytes([message(1), big]), "mbox")
 
 if __name__ == "__main__":
     main()

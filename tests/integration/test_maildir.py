@@ -21,7 +21,8 @@ sys.dont_write_bytecode = True     # no __pycache__ in the work tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from pop3test import (IS_ROOT, Env, Skip, check, eq, main,  # noqa
                       message, parse_list, parse_stat, parse_uidl,
-                      split_lines, stuffed, test, top_stuffed, wire)
+                      split_lines, stuffed, test, top_stuffed, wire,
+                      leave_mid_response, rchar)
 
 PW = "s3cret pass"
 SUBS = ("new", "cur", "tmp")
@@ -620,6 +621,29 @@ def maildir_without_write_access_is_refused_cleanly():
         finally:
             os.chmod(md.root, 0o700)
         eq(md.files("new"), ["1700000000.a.host"], "untouched")
+
+
+@test
+def client_gone_during_a_long_retr_stops_the_reading():
+    # As test_hostile.py's for mbox: a client that leaves a little way
+    # into a 24 MB message leaves pop3d reading no more of it, the message
+    # is not counted as retrieved, and nothing moves or goes.
+    env, md = setup()
+    big = message(2, body=b"".join(b"line %07d of a long message\n" % i
+                                   for i in range(800000)))
+    with env:
+        md.put("cur/1700000001.M1P1.h:2,S", message(1))
+        md.put("cur/1700000002.M2P1.h:2,S", big)
+        before_state = md.state()
+        p = env.session("alice", PW)
+        before = rchar(p.proc.pid)
+        p.send("RETR 2\r\n")
+        n, log = leave_mid_response(p, 200 * 1000)
+        check(n - before < 8 * 1000 * 1000, "read %d bytes of a %d-byte "
+              "message after the client left" % (n - before, len(big)))
+        check("retrieved=0/0" in log, "a message the client never got "
+              "counted as retrieved: %r" % log[-300:])
+        eq(md.state() == before_state, True, "Maildir untouched")
 
 
 if __name__ == "__main__":
