@@ -723,6 +723,14 @@ main(int argc, char *argv[])
 	fd_hygiene(cfg.log_stderr);
 	(void)setrlimit(RLIMIT_CORE, &nocore);
 	/*
+	 * Nor a core dump by way of a core_pattern pipe, which ignores
+	 * RLIMIT_CORE: the root parent and its password checks hold hashes
+	 * and passwords.  Not dumpable also keeps processes of the same uid
+	 * from ptrace and /proc/PID/mem.  Children inherit it, and the uid
+	 * changes of the jail and the login leave it off.
+	 */
+	(void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	/*
 	 * Ignored signals and the signal mask survive exec, so they are the
 	 * super-server's until set here.  With SIGCHLD ignored the kernel
 	 * reaps our children itself and waitpid() fails: every login was

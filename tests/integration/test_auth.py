@@ -516,6 +516,32 @@ def prelogin_child_jailed_while_waiting_for_pass():
 
 
 @test
+def processes_are_not_dumpable():
+    """pop3d makes itself not dumpable at start (PR_SET_DUMPABLE): no
+    core file through a core_pattern pipe, which ignores RLIMIT_CORE, of
+    a process holding hashes or passwords, and no ptrace or /proc/PID/mem
+    by other processes of its uid.  The kernel shows it in the owner of
+    /proc/PID's files, root for a process that is not dumpable; so pop3d
+    is started as uid 65534 here, where the owner tells."""
+    if not IS_ROOT:
+        raise Skip("needs root to start pop3d as uid %d" % T.MAIL_UID)
+    with Env() as env:
+        def as_nobody():
+            os.setgroups([])
+            os.setgid(T.MAIL_GID)
+            os.setuid(T.MAIL_UID)
+        p = env.spawn(env.argv(users=False), preexec=as_nobody)
+        p.expect_ok("greeting")
+        eq(ids(proc_status(p.proc.pid), "Uid")[1], T.MAIL_UID,
+           "pop3d's euid")
+        eq(os.stat("/proc/%d/environ" % p.proc.pid).st_uid, 0,
+           "owner of /proc/PID/environ of pop3d (uid %d): root when not "
+           "dumpable" % T.MAIL_UID)
+        p.ok("QUIT")
+        p.expect_eof()
+
+
+@test
 def session_process_ids_after_login():
     """After the login the session runs in the parent process with the
     mail user's uid and gid everywhere, no capabilities, no group 0; it
