@@ -228,7 +228,8 @@ pwrite_all(int fd, const void *p, size_t n, uint64_t off)
 
 /* MD5 of fd's bytes [from, to). */
 static int
-digest(int fd, uint64_t from, uint64_t to, unsigned char out[16])
+digest(struct maildrop *md, uint64_t from, uint64_t to,
+    unsigned char out[16])
 {
 	unsigned char *jbuf = maildrop_buf();
 	MD5_CTX ctx;
@@ -238,7 +239,8 @@ digest(int fd, uint64_t from, uint64_t to, unsigned char out[16])
 		size_t n = to - from < POP3D_MAILBUF ? (size_t)(to - from) :
 		    POP3D_MAILBUF;
 
-		if (pread_all(fd, jbuf, n, from) == -1)
+		mbox_lock_fresh(md);
+		if (pread_all(md->fd, jbuf, n, from) == -1)
 			return -1;
 		MD5Update(&ctx, jbuf, n);
 		from += n;
@@ -272,6 +274,7 @@ apply(struct maildrop *md, int jfd, const struct jhead *h, const char *jpath,
 			    (size_t)(r.len - done) : POP3D_MAILBUF;
 			int rd;
 
+			mbox_lock_fresh(md);
 			/* The carried part from the journal, the rest from
 			 * where it still is in the mbox. */
 			if (done < c) {
@@ -331,7 +334,7 @@ write_journal(struct maildrop *md, const char *path, const char *dir,
 	h.orig = orig;
 	h.final = final;
 	h.nranges = n;
-	if (digest(md->fd, final, orig, h.stale) == -1)
+	if (digest(md, final, orig, h.stale) == -1)
 		return -1;
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
 	    0600);
@@ -353,6 +356,7 @@ write_journal(struct maildrop *md, const char *path, const char *dir,
 			size_t k = c - done < POP3D_MAILBUF ?
 			    (size_t)(c - done) : POP3D_MAILBUF;
 
+			mbox_lock_fresh(md);
 			if (pread_all(md->fd, jbuf, k, rg[i].src + done) == -1 ||
 			    write_all(fd, jbuf, k, &ctx) == -1)
 				goto out;
@@ -441,6 +445,7 @@ read_journal(struct maildrop *md, int fd, struct jhead *h)
 		size_t n = body - off < POP3D_MAILBUF ? (size_t)(body - off) :
 		    POP3D_MAILBUF;
 
+		mbox_lock_fresh(md);
 		if (pread_all(fd, jbuf, n, off) == -1)
 			return -1;
 		MD5Update(&ctx, jbuf, n);
@@ -577,7 +582,7 @@ journal_recover(struct maildrop *md)
 	 * stays for the next login.
 	 */
 	if (cur >= h.orig && (FAIL("digest") ||
-	    digest(md->fd, h.final, h.orig, now) == -1)) {
+	    digest(md, h.final, h.orig, now) == -1)) {
 		log_msg(LOG_ERR, "maildrop %s: reading it for journal %s: %s; "
 		    "the journal is kept", md->path, path, strerror(errno));
 		goto out;

@@ -503,6 +503,8 @@ mbox_scan(struct maildrop *md, int fd, uint64_t size)
 
 /* A dotlock older than this was left by a crash (as liblockfile holds). */
 #define DOTLOCK_STALE	300
+/* How often a dotlock held during long work is touched (mbox_lock_fresh). */
+#define DOTLOCK_REFRESH	60
 
 static int
 same_time(const struct timespec *a, const struct timespec *b)
@@ -687,6 +689,74 @@ dotlock_drop(struct maildrop *md)
 		    lock, strerror(errno));
 }
 
+static time_t
+mono_secs(void)
+{
+	struct timespec ts;
+
+	if (clock_gettime(CLOCK_MONOTONIC, &ts) == -1)
+		return 0;
+	return ts.tv_sec;
+}
+
+/*
+ * The fault-injection build lets the tests shorten the waits
+ * (POP3D_LOCK_WAIT_SECS, POP3D_DOTLOCK_REFRESH_SECS); the release binary
+ * has the constants only.
+ */
+static time_t
+knob(const char *name, time_t dflt)
+{
+#ifdef POP3D_FAULTS
+	const char *e = getenv(name);
+
+	if (e != NULL && *e != '\0')
+		return (time_t)atol(e);
+#else
+	(void)name;
+#endif
+	return dflt;
+}
+
+/*
+ * Keeps our dotlock fresh during long work under it: writing the journal
+ * and compacting a large mbox on a slow disk, or replaying a journal.  An
+ * agent takes a dotlock older than its stale limit (liblockfile: 300 s)
+ * for one a crash left and breaks it; one that locks with the dotlock
+ * alone would then append while we rewrite.  Called per chunk of that
+ * work: it reads the clock and, every DOTLOCK_REFRESH seconds, sets the
+ * file's times to now (liblockfile's lockfile_touch), while the name
+ * still holds our file.  Our identity of it moves to the new ctime; when
+ * the name changed hands between the look and the touch, the touch went
+ * to the new owner's lock (harmless), whose inode is not ours, and
+ * dotlock_drop leaves it.
+ */
+void
+mbox_lock_fresh(struct maildrop *md)
+{
+	char lock[1100];
+	struct stat st;
+	time_t now;
+
+	if (!md->dotlock || (now = mono_secs()) - md->dotlock_touched <
+	    knob("POP3D_DOTLOCK_REFRESH_SECS", DOTLOCK_REFRESH))
+		return;
+	md->dotlock_touched = now;
+	if ((size_t)snprintf(lock, sizeof(lock), "%s.lock", md->path) >=
+	    sizeof(lock) || lstat(lock, &st) == -1 ||
+	    !same_file(&st, &md->dotlock_id))
+		return;		/* taken from us: dotlock_drop says so */
+	if (utimensat(AT_FDCWD, lock, NULL, AT_SYMLINK_NOFOLLOW) == -1) {
+		log_msg(LOG_WARNING, "maildrop %s: refreshing %s: %s",
+		    md->path, lock, strerror(errno));
+		return;
+	}
+	if (lstat(lock, &st) == 0 && st.st_dev == md->dotlock_id.st_dev &&
+	    st.st_ino == md->dotlock_id.st_ino)
+		md->dotlock_id = st;
+	PAUSE("dotlock-fresh");
+}
+
 /*
  * Takes the locks of Debian's delivery agents, in their order (postfix:
  * fcntl, then dotlock), waiting at most POP3D_LOCK_WAIT seconds.  When the
@@ -698,29 +768,32 @@ delivery_lock(struct maildrop *md, short type)
 {
 	struct flock fl = { .l_type = type, .l_whence = SEEK_SET };
 	struct timespec nap = { 0, 100 * 1000 * 1000 };
-	int tries = POP3D_LOCK_WAIT * 10;
+	time_t end = mono_secs() + knob("POP3D_LOCK_WAIT_SECS",
+	    POP3D_LOCK_WAIT);
 
+	/* The bound is the clock's: a slow attempt (NFS) counts in full. */
 	for (;; nanosleep(&nap, NULL)) {
-		if (--tries == 0) {
-			errno = EWOULDBLOCK;
-			return -1;
-		}
 		if (fcntl(md->fd, F_SETLK, &fl) == -1) {
 			if (errno != EAGAIN && errno != EACCES &&
 			    errno != EINTR)
 				return -1;
-			continue;
+		} else {
+			switch (dotlock_take(md)) {
+			case 1:
+				md->dotlock = 1;
+				md->dotlock_touched = mono_secs();
+				return 0;
+			case -1:
+				return 0;	/* no dotlock possible here */
+			}
+			fl.l_type = F_UNLCK;
+			(void)fcntl(md->fd, F_SETLK, &fl);
+			fl.l_type = type;
 		}
-		switch (dotlock_take(md)) {
-		case 1:
-			md->dotlock = 1;
-			return 0;
-		case -1:
-			return 0;	/* no dotlock possible here */
+		if (mono_secs() >= end) {
+			errno = EWOULDBLOCK;
+			return -1;
 		}
-		fl.l_type = F_UNLCK;
-		(void)fcntl(md->fd, F_SETLK, &fl);
-		fl.l_type = type;
 	}
 }
 
@@ -1106,6 +1179,7 @@ changed(struct maildrop *md, size_t first, size_t last, uint32_t mask,
 				goto stale;
 			break;
 		}
+		mbox_lock_fresh(md);
 		if (!envelope_at(md, md->loc.mbox[i].off))
 			goto stale;
 		if (mask != 0 && !(md->msgs[i].flags & mask))

@@ -252,6 +252,7 @@ struct maildrop {
 	size_t		 heldgot;
 	int		 dotlock;	/* mbox: we hold <path>.lock */
 	struct stat	 dotlock_id;	/* mbox: that file, as we made it */
+	time_t		 dotlock_touched; /* mbox: when (monotonic s) */
 	struct {			/* mbox: the file as scanned */
 		uint64_t	 size;
 		struct timespec	 mtime, ctime;
@@ -390,6 +391,8 @@ int	mbox_line_end(struct maildrop *, uint64_t off);
  * to leave behind when it moves down behind an empty line of its own.
  */
 size_t	mbox_sep_skip(struct maildrop *, uint64_t src, uint64_t len);
+/* During long work under the delivery locks: keeps the dotlock fresh. */
+void	mbox_lock_fresh(struct maildrop *);
 /*
  * A file unwritten for more than this many seconds when scanned is
  * settled: any later write shows as a new mtime and ctime even on coarse

@@ -983,6 +983,145 @@ def dotlock_on_a_file_system_without_hard_links():
 
 
 @test
+def delivery_lock_wait_is_bounded_by_the_clock():
+    # The wait for a delivery agent's lock (POP3D_LOCK_WAIT, 30 s) is
+    # wall time, not a count of attempts: each attempt may itself be slow
+    # (an NFS server), and 300 slow attempts would have been many minutes.
+    # Another agent holds the dotlock; every attempt of pop3d's stops at
+    # dotlock-take and the test lets it go on after 0.5 s, so that an
+    # attempt costs 0.6 s.  The fault build's POP3D_LOCK_WAIT_SECS makes
+    # the bound 3 s: the answer must come after 3 s but well before the
+    # 30 attempts x 0.6 s a count would take.
+    with T.Env() as env:
+        ms = msgs(3)
+        setup(env, ms)
+        lock = env.mbox("u") + ".lock"
+        with open(lock, "wb") as f:
+            f.write(b"%d\n" % os.getpid())   # alive: not stale
+        p = fi_login(env, POP3D_PAUSE="dotlock-take",
+                     POP3D_LOCK_WAIT_SECS="3")
+        t0 = time.monotonic()
+        attempts = 0
+        while True:
+            try:
+                stopped(p.proc.pid, timeout=2)
+            except T.TestFailure:
+                break       # no longer stopping: it answered
+            attempts += 1
+            check(attempts < 20, "still trying after %d attempts (%.1f s)"
+                  % (attempts, time.monotonic() - t0))
+            time.sleep(0.5)
+            os.kill(p.proc.pid, signal.SIGCONT)
+        r = p.line(timeout=10 * T.SLOW)
+        dt = time.monotonic() - t0
+        eq(r, "-ERR [SYS/TEMP] cannot open the maildrop, try later",
+           "PASS while another agent holds the dotlock")
+        check(dt >= 2.9, "gave up after %.1f s, before the bound" % dt)
+        check(attempts <= 8, "%d attempts of 0.6 s for a 3 s bound"
+              % attempts)
+        p.expect_eof()
+        eq(open(lock, "rb").read(), b"%d\n" % os.getpid(),
+           "the other agent's dotlock")
+        os.unlink(lock)
+        eq(env.read_mbox("u"), expected(ms, set()), "mbox")
+
+
+def fresh_session(env, ms, pause="dotlock-fresh"):
+    """A session of the fault build that deletes message 1 of ms (the
+    rest moves through the journal) and touches its dotlock at every
+    chunk of that work (POP3D_DOTLOCK_REFRESH_SECS=0), stopping after
+    each touch: returns the Pop3 stopped at the first one, QUIT sent."""
+    p = fi_login(env, POP3D_PAUSE=pause, POP3D_DOTLOCK_REFRESH_SECS="0")
+    p.expect_ok("PASS")
+    p.ok("DELE 1")
+    p.send("QUIT\r\n")
+    stopped(p.proc.pid)
+    return p
+
+
+def run_on(p):
+    """Lets a session that stops at its pause point run to its end;
+    returns how many more times it stopped."""
+    n = 0
+    while True:
+        os.kill(p.proc.pid, signal.SIGCONT)
+        try:
+            stopped(p.proc.pid, timeout=2)
+        except T.TestFailure:
+            return n
+        n += 1
+
+
+@test
+def dotlock_is_kept_fresh_during_a_long_update():
+    # An agent takes a dotlock older than its stale limit (liblockfile:
+    # 5 minutes) for a crash's and breaks it; a compaction of a large
+    # mbox on a slow disk can take that long.  pop3d touches its dotlock
+    # every DOTLOCK_REFRESH seconds of such work (liblockfile's
+    # lockfile_touch); the fault build makes it every chunk.  Stopped
+    # after a touch, 1.5 s pass; the next touch must move the mtime on,
+    # the lock must stay pop3d's file, and at the end pop3d must still
+    # know it for its own and remove it (the touch changed its ctime).
+    with T.Env() as env:
+        ms = msgs(4, big=(2, 3))
+        setup(env, ms)
+        lock = env.mbox("u") + ".lock"
+        p = fresh_session(env, ms)
+        st0 = os.stat(lock)
+        eq(open(lock, "rb").read(), b"%d\n" % p.proc.pid, "the dotlock")
+        time.sleep(1.5)
+        os.kill(p.proc.pid, signal.SIGCONT)
+        stopped(p.proc.pid)
+        st1 = os.stat(lock)
+        eq(st1.st_ino, st0.st_ino, "the dotlock's inode")
+        check(st1.st_mtime >= st0.st_mtime + 1.4,
+              "not touched: mtime %.2f, then %.2f" % (st0.st_mtime,
+                                                      st1.st_mtime))
+        more = run_on(p)
+        check(more >= 3, "touched only %d times more" % more)
+        p.expect_ok("QUIT")
+        p.expect_eof()
+        eq(p.wait(), 0, "exit status")
+        check(not os.path.exists(lock), "pop3d left its dotlock behind")
+        check("taken from us" not in p.stderr(),
+              "pop3d took its touched lock for another's: %r"
+              % p.stderr()[-300:])
+        eq(env.read_mbox("u"), expected(ms, {1}), "mbox after QUIT")
+
+
+@test
+def dotlock_taken_from_us_is_not_touched():
+    # While pop3d is in UPDATE another agent breaks its dotlock and makes
+    # its own (dated 100 s back here, to see a touch).  pop3d's touches
+    # must stop: they would keep the other agent's lock alive (and its
+    # owner may be gone), and pop3d must leave it in place at the end.
+    with T.Env() as env:
+        ms = msgs(4, big=(2, 3))
+        setup(env, ms)
+        lock = env.mbox("u") + ".lock"
+        p = fresh_session(env, ms)
+        try:
+            with open(lock + ".new", "wb") as f:
+                f.write(b"%d\n" % os.getpid())
+            # An agent of the mail user's: pop3d could touch its file.
+            mb = os.stat(env.mbox("u"))
+            os.chown(lock + ".new", mb.st_uid, mb.st_gid)
+            old = time.time() - 100
+            os.utime(lock + ".new", (old, old))
+            os.rename(lock + ".new", lock)
+        finally:
+            more = run_on(p)
+        eq(more, 0, "touches of the other agent's dotlock")
+        p.expect_ok("QUIT")
+        p.expect_eof()
+        st = os.stat(lock)
+        check(abs(st.st_mtime - old) < 1, "the other agent's dotlock was "
+              "touched: mtime %.1f s after it was set" % (st.st_mtime - old))
+        os.unlink(lock)
+        eq(env.read_mbox("u"), expected(ms, {1}), "mbox after QUIT")
+
+
+@test
 def maildir_move_without_rename_flags_never_replaces():
     # Where renameat2(RENAME_NOREPLACE) is not known (NFS: EINVAL), the
     # move of a shown message from new/ to cur/ must still not replace a

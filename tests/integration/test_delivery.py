@@ -329,8 +329,8 @@ def concurrent(count, seed, threads, max_sessions, min_sessions,
 def delivery_lock_wait_gives_up_after_30_seconds():
     # pop3d.8 Limits: 30 seconds of waiting for a delivery agent's lock,
     # then -ERR [SYS/TEMP].  The answer must come while the lock is still
-    # held (no endless wait) and not before the 30 seconds (POP3D_LOCK_WAIT
-    # counts 300 naps of 0.1 s).  Here, not in test_e2e.py: that file
+    # held (no endless wait) and not before the 30 seconds (POP3D_LOCK_WAIT,
+    # by the monotonic clock).  Here, not in test_e2e.py: that file
     # also runs under valgrind, and this test is 30 s of waiting.
     with Env() as env:
         env.add_user("alice", PW)
