@@ -15,6 +15,10 @@
  */
 #include <sys/file.h>
 #include <sys/stat.h>
+#ifdef __linux__
+#include <sys/vfs.h>
+#include <linux/magic.h>
+#endif
 
 #include <errno.h>
 #include <fcntl.h>
@@ -807,6 +811,83 @@ delivery_unlock(struct maildrop *md)
 }
 
 /*
+ * Whether flock(2) on fd's file is a byte-range lock in disguise: on a
+ * Linux NFS mount it is sent to the server as a lock of the whole file
+ * (flock(2), nfs(5)), which conflicts there with every fcntl lock of
+ * another owner, our own included.  The fault-injection build takes
+ * POP3D_FS_NFS for such a mount, so that the tests reach the other path.
+ */
+static int
+flock_is_fcntl(int fd)
+{
+#ifdef __linux__
+	struct statfs sfs;
+
+#ifdef POP3D_FAULTS
+	if (getenv("POP3D_FS_NFS") != NULL)
+		return 1;
+#endif
+	return fstatfs(fd, &sfs) == 0 && sfs.f_type == NFS_SUPER_MAGIC;
+#else
+	(void)fd;
+	return 0;
+#endif
+}
+
+/*
+ * The session lock ([IN-USE], RFC 2449 §8.1.1): flock(2) of the mbox,
+ * which delivery agents ignore (they take fcntl and the dotlock), so that
+ * they deliver during the session.  On NFS, where a flock of the mbox
+ * would be a byte-range lock of it (above), it would conflict with our own
+ * fcntl lock at the scan, so that every login waited POP3D_LOCK_WAIT and
+ * failed, and it would hold every delivery off for the whole session.
+ * There the session lock is a flock of a file of its own beside the
+ * mbox, .NAME.pop3d-session, left in place.  Where that file cannot be
+ * made, the session goes on without a lock, logged: a second session is
+ * then not refused at login, but whichever QUITs second finds the mbox
+ * changed and deletes nothing ([SYS/TEMP]).
+ */
+static enum md_status
+session_lock(struct maildrop *md)
+{
+	char path[1100], dir[1024];
+	struct stat st;
+	int fd = md->fd;
+
+	if (flock_is_fcntl(md->fd)) {
+		if (maildrop_sidefile(md, "session", path, sizeof(path), dir,
+		    sizeof(dir)) == -1) {
+			errno = ENAMETOOLONG;
+			goto nolock;
+		}
+		md->lockfd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW |
+		    O_NOCTTY | O_NONBLOCK | O_CLOEXEC, 0600);
+		if (md->lockfd == -1)
+			goto nolock;
+		if (fstat(md->lockfd, &st) == -1 || !S_ISREG(st.st_mode)) {
+			log_msg(LOG_ERR, "maildrop %s: %s is not a regular "
+			    "file", md->path, path);
+			return MD_TEMP;
+		}
+		fd = md->lockfd;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) == -1) {
+		if (errno == EWOULDBLOCK) {
+			log_msg(LOG_NOTICE, "maildrop %s: in use", md->path);
+			return MD_INUSE;
+		}
+		log_msg(LOG_ERR, "maildrop %s: flock: %s", md->path,
+		    strerror(errno));
+		return MD_TEMP;
+	}
+	return MD_OK;
+nolock:
+	log_msg(LOG_WARNING, "maildrop %s: on NFS, and no session lock file "
+	    "beside it: %s; going on without", md->path, strerror(errno));
+	return MD_OK;
+}
+
+/*
  * Is message i still the one the scan found at its offset: its envelope
  * and header, rescanned, give the same digest?  1 yes, 0 no or unreadable.
  */
@@ -1012,15 +1093,8 @@ mbox_open(struct maildrop *md)
 	}
 	md->id.dev = st.st_dev;
 	md->id.ino = st.st_ino;
-	if (flock(md->fd, LOCK_EX | LOCK_NB) == -1) {
-		if (errno == EWOULDBLOCK) {
-			log_msg(LOG_NOTICE, "maildrop %s: in use", md->path);
-			return MD_INUSE;
-		}
-		log_msg(LOG_ERR, "maildrop %s: flock: %s", md->path,
-		    strerror(errno));
-		return MD_TEMP;
-	}
+	if ((r = session_lock(md)) != MD_OK)
+		return r;
 	/* A write lock: a journal left by a crash may have to be replayed. */
 	if (delivery_lock(md, F_WRLCK) == -1) {
 		log_msg(LOG_ERR, "maildrop %s: delivery lock: %s", md->path,
@@ -1346,6 +1420,9 @@ mbox_close(struct maildrop *md)
 	if (md->fd != -1)
 		(void)close(md->fd);	/* releases flock and fcntl locks */
 	md->fd = -1;
+	if (md->lockfd != -1)
+		(void)close(md->lockfd);	/* the session lock on NFS */
+	md->lockfd = -1;
 }
 
 const struct maildrop_ops mbox_ops = {

@@ -1121,6 +1121,85 @@ def dotlock_taken_from_us_is_not_touched():
         eq(env.read_mbox("u"), expected(ms, {1}), "mbox after QUIT")
 
 
+def try_flock(path):
+    """Whether an exclusive flock of path can be had now (then released)."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+@test
+def mbox_session_lock_on_nfs_is_a_file_of_its_own():
+    # On Linux NFS, flock(2) is sent to the server as a lock of the whole
+    # file, which conflicts there with every fcntl lock of another owner:
+    # a session flock of the mbox would conflict with pop3d's own fcntl
+    # lock at the scan (every login would wait 30 s and fail [SYS/TEMP])
+    # and hold every delivery agent off for the whole session.  There the
+    # session lock is a flock of .NAME.pop3d-session beside the mbox.  The
+    # fault build takes POP3D_FS_NFS for such a mount (no NFS here): the
+    # test shows that path keeps [IN-USE] and leaves the mbox unlocked.
+    with T.Env() as env:
+        ms = msgs(4)
+        setup(env, ms)
+        side = os.path.join(env.maildir, ".u.pop3d-session")
+        p = fi_login(env, POP3D_FS_NFS="1")
+        p.expect_ok("PASS")
+        check(os.path.isfile(side), "no %s" % side)
+        check(not try_flock(side), "the session file is not locked")
+        check(try_flock(env.mbox("u")),
+              "the mbox itself is flocked (a byte-range lock on NFS)")
+        # A delivery agent's lock is free during the session.
+        with open(env.mbox("u"), "r+b") as f:
+            fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.lockf(f, fcntl.LOCK_UN)
+        q = fi_login(env, POP3D_FS_NFS="1")
+        r = q.line()
+        check(r.startswith("-ERR [IN-USE]"), "second session: %r" % r)
+        q.expect_eof()
+        p.ok("DELE 1")
+        p.quit()
+        eq(p.wait(), 0, "exit status")
+        eq(env.read_mbox("u"), expected(ms, {1}), "mbox after QUIT")
+        check(try_flock(side), "the session file is still locked")
+        q = fi_login(env, POP3D_FS_NFS="1")
+        q.expect_ok("PASS after the first session ended")
+        q.quit()
+        # Without the NFS knob the session flock is the mbox's again.
+        q = fi_login(env)
+        q.expect_ok("PASS")
+        check(not try_flock(env.mbox("u")), "local: the mbox is not "
+              "flocked during the session")
+        q.quit()
+
+
+@test
+def mbox_on_nfs_without_a_place_for_the_session_lock():
+    # The session file cannot be made (the directory is not the user's to
+    # write): the session goes on without a session lock, logged, rather
+    # than refusing the user.
+    with T.Env() as env:
+        ms = msgs(3)
+        setup(env, ms)
+        os.chown(env.maildir, 0, 0)
+        os.chmod(env.maildir, 0o755)
+        p = fi_login(env, POP3D_FS_NFS="1")
+        p.expect_ok("PASS")
+        eq(T.parse_stat(p.ok("STAT")), (3, sum(len(T.wire(m)) for m in ms)),
+           "STAT")
+        p.quit()
+        check("no session lock file" in p.stderr(),
+              "not logged: %r" % p.stderr()[-300:])
+        check(not os.path.exists(
+            os.path.join(env.maildir, ".u.pop3d-session")),
+            "a session file was made")
+        eq(env.read_mbox("u"), expected(ms, set()), "mbox")
+
+
 @test
 def maildir_move_without_rename_flags_never_replaces():
     # Where renameat2(RENAME_NOREPLACE) is not known (NFS: EINVAL), the

@@ -28,6 +28,7 @@ scan(const void *p, size_t n, struct maildrop *md, int *err)
 		*err = errno;
 	close(fd);
 	md->fd = -1;
+	md->lockfd = -1;	/* as maildrop_open leaves it */
 	md->ops = &mbox_ops;
 	return r;
 }
