@@ -864,10 +864,19 @@ session_lock(struct maildrop *md)
 		    O_NOCTTY | O_NONBLOCK | O_CLOEXEC, 0600);
 		if (md->lockfd == -1)
 			goto nolock;
-		if (fstat(md->lockfd, &st) == -1 || !S_ISREG(st.st_mode)) {
-			log_msg(LOG_ERR, "maildrop %s: %s is not a regular "
-			    "file", md->path, path);
-			return MD_TEMP;
+		/*
+		 * Only our own file: in a shared spool another user could
+		 * make the name first and hold its lock, and every login of
+		 * ours would be [IN-USE].
+		 */
+		if (fstat(md->lockfd, &st) == -1 || !S_ISREG(st.st_mode) ||
+		    st.st_uid != geteuid()) {
+			log_msg(LOG_WARNING, "maildrop %s: %s is no file of "
+			    "ours; going on without a session lock", md->path,
+			    path);
+			(void)close(md->lockfd);
+			md->lockfd = -1;
+			return MD_OK;
 		}
 		fd = md->lockfd;
 	}

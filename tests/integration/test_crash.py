@@ -1201,6 +1201,33 @@ def mbox_on_nfs_without_a_place_for_the_session_lock():
 
 
 @test
+def mbox_on_nfs_session_file_of_another_user_is_not_used():
+    # In a shared spool another user can make .u.pop3d-session first,
+    # writable by all, and hold its lock: u would get [IN-USE] for good.
+    # A session file that is not the mail user's own is not used (logged;
+    # the session goes on without a session lock).
+    with T.Env() as env:
+        ms = msgs(3)
+        setup(env, ms)
+        side = os.path.join(env.maildir, ".u.pop3d-session")
+        with open(side, "wb"):
+            pass
+        os.chmod(side, 0o666)           # root's, writable by all
+        fd = os.open(side, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            p = fi_login(env, POP3D_FS_NFS="1")
+            p.expect_ok("PASS while another user holds the session file")
+            p.ok("DELE 2")
+            p.quit()
+        finally:
+            os.close(fd)
+        check("no file of ours" in p.stderr(),
+              "not logged: %r" % p.stderr()[-300:])
+        eq(env.read_mbox("u"), expected(ms, {2}), "mbox after QUIT")
+
+
+@test
 def maildir_move_without_rename_flags_never_replaces():
     # Where renameat2(RENAME_NOREPLACE) is not known (NFS: EINVAL), the
     # move of a shown message from new/ to cur/ must still not replace a
