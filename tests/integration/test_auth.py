@@ -634,7 +634,8 @@ def spool_group_not_taken_through_a_users_own_directory():
 def expired_and_inactive_passwords_refused():
     """shadow(5): once a password has expired (-M) and the inactivity
     period after it (-I) has passed, no login is possible, as pam_unix
-    has it; within the inactivity period the login still works."""
+    has it; within the inactivity period, its last day too, the login
+    still works."""
     with Accounts() as acc, Env() as env:
         sp = spool(env)
         u = acc.user()
@@ -648,6 +649,17 @@ def expired_and_inactive_passwords_refused():
         run(["chage", "-d", str(today - 35), u.name])
         r = login_answer(env, sp, u.name, u.password)
         check(r.startswith("+OK"), "within the inactivity period: %r" % r)
+        # The last day of it (-M + -I days after the change) still logs
+        # in: pam_unix refuses only after more days than that.  Checked
+        # again when a midnight passed in between.
+        for _ in range(2):
+            today = int(time.time() // 86400)
+            run(["chage", "-d", str(today - 40), u.name])
+            r = login_answer(env, sp, u.name, u.password)
+            if int(time.time() // 86400) == today:
+                break
+        check(r.startswith("+OK"), "on the last day of the inactivity "
+              "period (shadow %r): %r" % (shadow_field(u.name, 2), r))
 
 
 @test
@@ -906,7 +918,8 @@ def locked_accounts_refused():
 @test
 def expired_accounts_refused():
     """An account whose expiry date has come is refused with the right
-    password: chage -E yesterday, chage -E 0 (PAM's "expired"), usermod -e 1;
+    password: chage -E yesterday, today, chage -E 0 (PAM's "expired"),
+    usermod -e 1;
     a date in the future and no date log in."""
     with Accounts() as acc, Env() as env:
         sp = spool(env)
@@ -916,6 +929,11 @@ def expired_accounts_refused():
         problems = []
         for argv, what in [(["chage", "-E", str(today - 1)], "expired "
                             "yesterday (chage -E %d)" % (today - 1)),
+                           # The day itself counts (pam_unix: expired
+                           # once today >= the date); still so after a
+                           # midnight during the check.
+                           (["chage", "-E", str(today)], "expires today "
+                            "(chage -E %d)" % today),
                            (["chage", "-E", "0"], "chage -E 0"),
                            (["usermod", "-e", "1"], "usermod -e 1")]:
             run(argv + [u.name])
@@ -1352,13 +1370,20 @@ def apop_refusals():
                 right[i + 1:]
             eq(p.cmd("APOP alice " + digest), AUTH_FAIL,
                "the right digest but for digit %d" % (i + 1))
+        # Malformed, not a failed login: no [AUTH] (RFC 3206 §4 is for
+        # credentials that were checked).  A non-hex character right after
+        # 32 good digits is malformed too, not a digest to check.
         for c in ["APOP alice " + apop_digest(stamp, secret).upper(),
                   "APOP alice " + apop_digest(stamp, secret)[:31],
                   "APOP alice " + apop_digest(stamp, secret) + "0",
+                  "APOP alice " + apop_digest(stamp, secret) + "g",
+                  "APOP alice " + apop_digest(stamp, secret) + "-",
                   "APOP alice", "APOP",
                   "APOP alice %s x" % apop_digest(stamp, secret)]:
             r = p.err(c)
             check(not r.startswith("+OK"), "%s: %r" % (c, r))
+            check(not r.startswith("-ERR [AUTH]"),
+                  "%s: malformed, answered as a failed login: %r" % (c, r))
         p.err("STAT")
         r = p.cmd("APOP alice " + apop_digest(stamp, secret))
         check(r.startswith("+OK"), "the right digest after the refusals: %r"
@@ -1452,7 +1477,8 @@ def auth_plain_logins():
     """AUTH PLAIN with an initial response, without one (empty challenge
     "+ ", then the response), with authzid equal to authcid, with a
     lower-case mechanism, and a 255-octet password (longer than a command
-    line allows) through the challenge."""
+    line allows) through the challenge; that password with one more octet
+    is refused."""
     long_pw = ("L0ng pw " * 40)[:255]
     with Env() as env:
         env.add_user("alice", "pw with spaces")
@@ -1495,6 +1521,14 @@ def auth_plain_logins():
               "challenge: %r" % r)
         logged_in(p, "255-octet password", 1)
 
+        # One octet more is another, wrong, password: never cut down to
+        # the 255 octets a record holds, which would be the right one.
+        p = env.start()
+        eq(p.cmd("AUTH PLAIN"), "+ ", "the empty challenge")
+        eq(p.cmd(plain("longpw", long_pw + "x")), AUTH_FAIL,
+           "the 255-octet password and one octet more")
+        p.ok("QUIT")
+
 
 @test
 def auth_plain_refusals():
@@ -1504,7 +1538,8 @@ def auth_plain_refusals():
     NULs, an empty authcid, a 256-octet password, an authcid that is no
     user name (logged as that, not as an authzid mismatch).  "*" after the
     challenge cancels (no failure: -a 1 stays open); bad base64 ("=" after
-    the challenge too, RFC 5034 §4), an unknown mechanism, a second word
+    the challenge too, RFC 5034 §4), an unknown mechanism (one that only
+    starts with PLAIN too), a space with no initial response, a second word
     after the response and an over-long response are refused and the
     session goes on.  Idle at the challenge is the autologout."""
     with Env() as env:
@@ -1547,9 +1582,15 @@ def auth_plain_refusals():
         for c in ["AUTH PLAIN !!!!", "AUTH PLAIN " + plain("alice", "pw")[:-1],
                   "AUTH PLAIN " + plain("alice", "pw") + " extra",
                   "AUTH PLAIN " + plain("alice", "pw") + "=",
-                  "AUTH LOGIN", "AUTH CRAM-MD5 " + b64("x"), "AUTH"]:
+                  # Padding only in the last two places of a quantum.
+                  "AUTH PLAIN " + plain("alice", "pw") + "A===",
+                  "AUTH LOGIN", "AUTH CRAM-MD5 " + b64("x"), "AUTH",
+                  # A mechanism that only starts with PLAIN is another.
+                  "AUTH PLAINX " + plain("alice", "pw"), "AUTH PLAIN-X",
+                  # A space and no initial response: not "=" (empty).
+                  "AUTH PLAIN "]:
             r = p.err(c)
-            check("[AUTH] invalid user name or password" not in r,
+            check("[AUTH]" not in r,
                   "%s answered as a failed login: %r" % (short(c, 40), r))
         eq(p.cmd("AUTH PLAIN"), "+ ", "challenge")
         p.err("a=b=")                     # bad base64 after the challenge

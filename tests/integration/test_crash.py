@@ -921,6 +921,40 @@ def read_error_while_judging_a_journal_keeps_it():
 
 
 @test
+def mbox_shorter_than_its_journal_allows_keeps_the_journal():
+    # A crash leaves a journal, and then something else cuts the mbox
+    # below the size the journal would leave it at: neither applied nor
+    # to be replayed, so the journal (which may hold the only copy of the
+    # bytes it moves) stays for the administrator, the mbox is not
+    # touched, and the login fails with [SYS/TEMP].
+    script = "DELE 2\r\nDELE 5\r\n"
+    with T.Env() as env:
+        ms = msgs(10, big=(3, 8))
+        setup(env, ms)
+        step, restore = crash_with_journal(env, ms, script, moved=True)
+        restore()
+        journal = {n: open(os.path.join(env.maildir, n), "rb").read()
+                   for n in os.listdir(env.maildir)
+                   if n.endswith("pop3d-journal")}
+        check(journal, "no journal after the crash at step %d" % step)
+        with open(env.mbox("u"), "r+b") as f:
+            f.truncate(len(expected(ms, {2, 5})) // 2)
+        cut = env.read_mbox("u")
+        p = env.start()
+        p.ok("USER u")
+        r = p.cmd("PASS pw")
+        check(r.startswith("-ERR [SYS/TEMP]"),
+              "login with an mbox shorter than its journal allows: %r" % r)
+        p.finish()
+        check("left for the administrator" in p.stderr(),
+              "not logged: %r" % p.stderr()[-300:])
+        eq(env.read_mbox("u"), cut, "mbox after the refused login")
+        eq({n: open(os.path.join(env.maildir, n), "rb").read()
+            for n in os.listdir(env.maildir)
+            if n.endswith("pop3d-journal")}, journal, "the journal")
+
+
+@test
 def dotlock_taken_over_a_leftover_of_our_pid():
     # The dotlock is made as <mbox>.lock.PID.HOST and linked.  A file of
     # that name left by an earlier process with the same pid (killed
@@ -1233,7 +1267,8 @@ def maildir_move_without_rename_flags_never_replaces():
     # move of a shown message from new/ to cur/ must still not replace a
     # file already there under the target name.  new/B and cur/B:2, (a
     # different message with B's unique part) exist; each move in turn
-    # fails with EINVAL and takes the fallback.
+    # fails with EINVAL and takes the fallback, also where link(2) fails
+    # with EPERM.
     a = T.message(1, body=b"A\n")
     b = T.message(2, body=b"B\n")
     c = T.message(3, body=b"C, already in cur/\n")
@@ -1281,6 +1316,28 @@ def maildir_move_without_rename_flags_never_replaces():
                       for l in errors),
                   "step %d: the refused move is not logged: %r"
                   % (step, errors[-3:]))
+        # A file system without hard links either (link: EPERM, as some
+        # FUSE and SMB mounts): a move to a free name is a plain rename,
+        # and one to a name in use is still refused.
+        strace = shutil.which("strace")
+        if strace is None or subprocess.run(
+                [strace, "-qq", "-o", os.devnull, "true"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        ).returncode != 0:
+            raise T.Skip("needs a working strace(1) for link: EPERM")
+        nolink = os.path.join(env.dir, "nolink")
+        with open(nolink, "w") as f:
+            f.write('#!/bin/sh\nexec %s -f -qq -o /dev/null -e '
+                    'inject=linkat:error=EPERM %s "$@"\n' % (strace, FI_BIN))
+        os.chmod(nolink, 0o755)
+        for step in (1, 2):
+            maildir(env)
+            errors = []
+            out, rc = run(env, nolink, "", fault="%d:einval" % step,
+                          errors=errors)
+            eq(rc, 0, "no hard links, step %d: exit status" % step)
+            eq(state(env), want, "no hard links, step %d: the Maildir after "
+               "QUIT" % step)
 
 
 @test

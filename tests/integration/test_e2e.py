@@ -272,6 +272,11 @@ def pass_argument_rules_and_spaces():
         p.ok("USER alice")
         p.err("PASS")
         p.ok("USER alice")
+        # A space and no password is no argument either, not an empty
+        # password to check (a failed login).
+        r = p.err("PASS ")
+        check(not r.startswith("-ERR [AUTH]"), "PASS and a space: %r" % r)
+        p.ok("USER alice")
         r = p.err("PASS correct")                # only the first word
         check(r.startswith("-ERR [AUTH]"), "partial password: %r" % r)
         p.ok("USER alice")
@@ -585,6 +590,9 @@ def users_file_malformed_lines_affect_only_themselves():
         "badgid:%s:%d:x1:" % (h, u),
         "neguid:%s:-1:%d:" % (h, g),
         "biguid:%s:99999999999999999999:%d:" % (h, g),
+        # (uid_t)-1 and (gid_t)-1: to setresuid/setresgid, "unchanged".
+        "maxuid:%s:4294967295:%d:" % (h, g),
+        "maxgid:%s:%d:4294967295:" % (h, u),
         "spaceuid:%s: %d:%d:" % (h, u, g),
         "extra:%s:%d:%d::secret:more" % (h, u, g),   # 7 fields
         ":%s:%d:%d:" % (h, u, g),
@@ -597,16 +605,19 @@ def users_file_malformed_lines_affect_only_themselves():
     with Env() as env:
         env.write_users(lines)
         for n in ["good1", "good2", "baduid", "badgid", "neguid", "biguid",
-                  "spaceuid", "extra", "commented", "#commented"]:
+                  "maxuid", "maxgid", "spaceuid", "extra", "commented",
+                  "#commented"]:
             env.write_mbox(n if n[0] != "#" else "x", five()[:1])
         for n in ["good1", "good2"]:
             r = try_login(env, n, PW)
             check(r.startswith("+OK"), "user %s on a good line: %r" % (n, r))
-        for n in ["baduid", "badgid", "neguid", "biguid", "spaceuid",
-                  "extra", "commented", "#commented", "nocolon"]:
+        for n in ["baduid", "badgid", "neguid", "biguid", "maxuid",
+                  "maxgid", "spaceuid", "extra", "commented", "#commented",
+                  "nocolon"]:
             r = try_login(env, n, PW)
-            check(r.startswith("-ERR"),
-                  "user %s on a malformed or commented line logged in: %r"
+            # Refused as a login, not after it as a maildrop error.
+            check(r.startswith("-ERR [AUTH]"),
+                  "user %s on a malformed or commented line: %r"
                   % (n, r))
 
 
@@ -1570,6 +1581,45 @@ def dotlock_and_fcntl_lock_are_waited_for():
 
 
 @test
+def fcntl_lock_is_given_back_while_the_dotlock_is_waited_for():
+    # A program that locks the other way round (the dotlock first, then
+    # the fcntl lock) must get the fcntl lock while pop3d waits for the
+    # dotlock: pop3d gives it back between its tries (every 100 ms), or
+    # the two would wait for each other until pop3d gave up (30 s).
+    with env_with(five()) as env:
+        lock = env.mbox("alice") + ".lock"
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        os.close(fd)
+        p = env.start()
+        p.ok("USER alice")
+        p.send("PASS " + PW + "\r\n")
+        try:
+            p.expect_silence(1.0)       # waiting for the dotlock
+            with open(env.mbox("alice"), "r+b") as f:
+                deadline = time.monotonic() + 10 * SLOW
+                while True:
+                    try:
+                        fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except OSError:
+                        check(time.monotonic() < deadline,
+                              "pop3d held the fcntl lock for 10 s while "
+                              "it waited for the dotlock")
+                        time.sleep(0.01)
+                # Both locks are ours now; the dotlock goes first, as the
+                # other program would release them.
+                os.unlink(lock)
+                p.expect_silence(0.5)
+                fcntl.lockf(f, fcntl.LOCK_UN)
+        finally:
+            if os.path.exists(lock):
+                os.unlink(lock)
+        p.expect_ok("PASS after both locks went away")
+        eq(parse_stat(p.ok("STAT"))[0], 5, "STAT")
+        p.quit()
+
+
+@test
 def stale_dotlocks_are_removed_live_ones_waited_for():
     # A dotlock left by a crash (its pid is gone, or it is older than
     # 300 s, readable or not) is removed and the login goes on at once.
@@ -2083,7 +2133,8 @@ def exit_statuses():
 def quit_log_counts_each_retrieved_message_once():
     # The quit line's retrieved=N/OCTETS counts messages, not RETR
     # commands: a message fetched again (a client that lost the first
-    # copy) is one message retrieved, and TOP retrieves none.
+    # copy) is one message retrieved, and TOP retrieves none, whatever
+    # its line count.
     msgs = five()
     with env_with(msgs) as env:
         p = env.session("alice", PW)
@@ -2091,6 +2142,12 @@ def quit_log_counts_each_retrieved_message_once():
         eq(retr(p, 2), stuffed(msgs[1]), "RETR 2 again")
         p.ok("TOP 3 0")
         p.multi_raw()
+        # Nor does one with a line count beyond a long long (2^64 - 1,
+        # 2^63), which sends the whole message but is still TOP.
+        for k in ["18446744073709551615", "9223372036854775808"]:
+            p.ok("TOP 5 " + k)
+            eq(p.multi_raw() + b".\r\n", top_stuffed(msgs[4], 10 ** 6),
+               "TOP 5 " + k)
         eq(retr(p, 4), stuffed(msgs[3]), "RETR 4")
         p.quit()
         err = p.stderr()
