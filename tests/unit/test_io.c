@@ -334,6 +334,27 @@ Test(readline, partial_line_is_not_pending, .timeout = 10)
 	expect_line(&r, "LIST");
 }
 
+/*
+ * A password stays in the input buffer no longer than it takes to return
+ * its line: neither the line read nor the copy that fill's move of a
+ * partial line leaves behind.
+ */
+Test(readline, no_copy_of_a_read_line_stays, .timeout = 10)
+{
+	struct rig r;
+
+	rig_open(&r, 5);
+	send_str(&r, "PASS hunter2\r\nUSER al");
+	expect_line(&r, "PASS hunter2");
+	cr_assert_null(memmem(r.io->inbuf, sizeof(r.io->inbuf), "hunter2", 7));
+	send_str(&r, "ice\r\nPASS swordf");
+	expect_line(&r, "USER alice");
+	send_str(&r, "ish\r\n");
+	expect_line(&r, "PASS swordfish");
+	cr_assert_null(memmem(r.io->inbuf, sizeof(r.io->inbuf), "swordf", 6));
+	cr_assert_null(memmem(r.io->inbuf, sizeof(r.io->inbuf), "alice", 5));
+}
+
 /* Output */
 
 static void
@@ -387,6 +408,18 @@ Test(output, readline_flushes_before_waiting, .timeout = 15)
 	expect_output(&r, "+OK ready\r\n");
 }
 
+/* A failed flush before the wait ends the read: it does not wait. */
+Test(output, readline_reports_flush_error, .timeout = 10)
+{
+	struct rig r;
+
+	signal(SIGPIPE, SIG_IGN);
+	rig_open(&r, 1);
+	close(r.out_r);
+	io_reply(r.io, "+OK");
+	expect_status(&r, IO_ERROR);
+}
+
 Test(output, flush_error_is_sticky, .timeout = 10)
 {
 	struct rig r;
@@ -400,6 +433,36 @@ Test(output, flush_error_is_sticky, .timeout = 10)
 	io_reply(r.io, "+OK again");
 	cr_assert_eq(io_flush(r.io), -1);
 	cr_assert_eq(errno, EPIPE);
+}
+
+/*
+ * A client that stops reading: over a pipe the write waits through poll,
+ * at most the idle timeout, and writes no more than PIPE_BUF at a time (a
+ * pipe that has room for some takes that much without blocking); then it
+ * fails with ETIMEDOUT.  The error is sticky: nothing is written after it.
+ */
+Test(output, stalled_reader_times_out, .timeout = 15)
+{
+	static unsigned char big[POP3D_OUTBUF];
+	struct rig r;
+	char c[4096];
+
+	cr_assert_gt(sizeof(big), 65536);
+	memset(big, 'x', sizeof(big));
+	rig_open(&r, 1);
+	write_all(r.out_w, "x", 1);	/* a pipe neither empty nor full */
+	io_put(r.io, big, sizeof(big));
+	io_put(r.io, "+OK\r\n", 5);
+	cr_assert_eq(io_flush(r.io), -1);
+	cr_assert_eq(errno, ETIMEDOUT);
+	cr_assert(fcntl(r.out_r, F_SETFL, O_NONBLOCK) == 0);
+	while (read(r.out_r, c, sizeof(c)) > 0)
+		;
+	io_reply(r.io, "+OK again");
+	cr_assert_eq(io_flush(r.io), -1);
+	cr_assert_eq(errno, ETIMEDOUT);
+	cr_assert_eq(read(r.out_r, c, sizeof(c)), -1);
+	cr_assert_eq(errno, EAGAIN);
 }
 
 /* The streaming writer */

@@ -6,8 +6,15 @@
  */
 #include <criterion/criterion.h>
 
+#include <sys/resource.h>
+#include <sys/wait.h>
+
+#include <errno.h>
+#include <signal.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "pop3d.h"
@@ -124,4 +131,177 @@ Test(privsep, header_cut_short_is_refused)
 	fds[1] = -1;
 	cr_assert_eq(privsep_recv(fds[0], PRIV_VERDICT, &v, sizeof(v), NULL),
 	    -1);
+}
+
+/* A write error ends the send (EBADF here), it is not retried forever. */
+Test(privsep, write_error_is_returned, .timeout = 10)
+{
+	uint32_t v = AUTH_OK;
+
+	cr_assert_eq(privsep_send(fds[0], PRIV_VERDICT, &v, sizeof(v)), -1);
+	cr_assert_eq(errno, EBADF);
+	cr_assert_eq(fd_write_all(fds[0], &v, sizeof(v)), -1);
+}
+
+/*
+ * A body that cannot be written fails the send even when the header went:
+ * a file that may hold 8 bytes, the header's size, takes no more.
+ */
+Test(privsep, body_write_error_is_returned, .timeout = 10)
+{
+	struct rlimit rl = { sizeof(uint32_t) * 2, sizeof(uint32_t) * 2 };
+	char path[] = "/tmp/test_privsep.XXXXXX";
+	uint32_t v = AUTH_OK;
+	int fd = mkstemp(path);
+
+	cr_assert_neq(fd, -1);
+	(void)unlink(path);
+	signal(SIGXFSZ, SIG_IGN);
+	cr_assert_eq(setrlimit(RLIMIT_FSIZE, &rl), 0);
+	cr_assert_eq(privsep_send(fd, PRIV_VERDICT, &v, sizeof(v)), -1);
+	cr_assert_eq(errno, EFBIG);
+	cr_assert_eq(lseek(fd, 0, SEEK_END), (off_t)rl.rlim_cur);
+	(void)close(fd);
+}
+
+/* The end of the pipe is EPIPE, and a read error is returned as it is. */
+Test(privsep, eof_is_epipe_and_read_error_returned, .timeout = 10)
+{
+	uint32_t v;
+
+	(void)close(fds[1]);
+	fds[1] = -1;
+	errno = 0;
+	cr_assert_eq(fd_read_all(fds[0], &v, sizeof(v)), -1);
+	cr_assert_eq(errno, EPIPE);
+	cr_assert_eq(fd_read_all(-1, &v, sizeof(v)), -1);
+	cr_assert_eq(errno, EBADF);
+}
+
+/* A refused frame says why: EPROTO, not whatever errno was before. */
+Test(privsep, refused_frame_is_eproto)
+{
+	uint32_t v = AUTH_OK;
+	struct cred c;
+
+	cr_assert_eq(privsep_send(fds[1], PRIV_VERDICT, &v, sizeof(v)), 0);
+	errno = 0;
+	cr_assert_eq(privsep_recv(fds[0], PRIV_CRED, &c, sizeof(c), NULL), -1);
+	cr_assert_eq(errno, EPROTO);
+}
+
+static void
+on_alarm(int sig)
+{
+	(void)sig;
+}
+
+/* SIGALRM interrupts this process's blocking calls (no SA_RESTART). */
+static void
+catch_alarm(void)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_alarm;
+	cr_assert_eq(sigaction(SIGALRM, &sa, NULL), 0);
+}
+
+/*
+ * The child's side: n times a pause, then SIGALRM to the parent, and a
+ * pause again, so that the parent sees the signal before the child goes on.
+ */
+static void
+poke_parent(int n)
+{
+	struct timespec ts = { 0, 100 * 1000 * 1000 };
+
+	(void)nanosleep(&ts, NULL);
+	while (n-- > 0) {
+		(void)kill(getppid(), SIGALRM);
+		(void)nanosleep(&ts, NULL);
+	}
+}
+
+static unsigned char *
+pattern(size_t n)
+{
+	unsigned char *p = malloc(n);
+	size_t i;
+
+	cr_assert(p != NULL);
+	for (i = 0; i < n; i++)
+		p[i] = (unsigned char)(i * 7 + i / 251);
+	return p;
+}
+
+static void
+reap_ok(pid_t pid)
+{
+	int status;
+
+	while (waitpid(pid, &status, 0) == -1)
+		cr_assert_eq(errno, EINTR);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+/*
+ * A writer blocked on a full pipe: the first signal cuts the write short
+ * (some bytes went), the second fails the next write with EINTR before
+ * any went.  The send carries on from where it was, both times, whenever
+ * the signals land.
+ */
+Test(privsep, write_carries_on_after_signals, .timeout = 30)
+{
+	enum { BIG = 256 << 10 };
+	unsigned char *out = pattern(BIG);
+	pid_t pid;
+
+	catch_alarm();
+	pid = fork();
+	cr_assert_neq(pid, -1);
+	if (pid == 0) {
+		unsigned char *in = malloc(BIG);
+		size_t got = 0;
+
+		(void)close(fds[1]);
+		poke_parent(2);
+		_exit(in != NULL && privsep_recv(fds[0], PRIV_HANDOFF, in,
+		    BIG, &got) == 0 && got == BIG &&
+		    memcmp(in, out, BIG) == 0 ? 0 : 1);
+	}
+	cr_assert_eq(privsep_send(fds[1], PRIV_HANDOFF, out, BIG), 0);
+	reap_ok(pid);
+	free(out);
+}
+
+/*
+ * A reader blocked on an empty pipe gets EINTR, then the frame comes in
+ * pieces (a pipe read returns at most what the pipe holds).
+ */
+Test(privsep, read_carries_on_after_signal_and_in_pieces, .timeout = 30)
+{
+	enum { BIG = 4 << 20 };
+	unsigned char *out = pattern(BIG), *in = malloc(BIG);
+	size_t got = 0;
+	pid_t pid;
+
+	cr_assert(in != NULL);
+	catch_alarm();
+	pid = fork();
+	cr_assert_neq(pid, -1);
+	if (pid == 0) {
+		(void)close(fds[0]);
+		poke_parent(1);
+		_exit(privsep_send(fds[1], PRIV_HANDOFF, out, BIG) == 0 ?
+		    0 : 1);
+	}
+	(void)close(fds[1]);
+	fds[1] = -1;
+	cr_assert_eq(privsep_recv(fds[0], PRIV_HANDOFF, in, BIG, &got), 0);
+	cr_assert_eq(got, (size_t)BIG);
+	cr_assert_eq(memcmp(in, out, BIG), 0);
+	reap_ok(pid);
+	free(in);
+	free(out);
 }
