@@ -693,14 +693,21 @@ dotlock_drop(struct maildrop *md)
 		    lock, strerror(errno));
 }
 
-static time_t
-mono_secs(void)
+/* The monotonic clock in milliseconds (0 if it cannot be read). */
+static int64_t
+mono_ms(void)
 {
 	struct timespec ts;
 
 	if (clock_gettime(CLOCK_MONOTONIC, &ts) == -1)
 		return 0;
-	return ts.tv_sec;
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static time_t
+mono_secs(void)
+{
+	return (time_t)(mono_ms() / 1000);
 }
 
 /*
@@ -772,8 +779,9 @@ delivery_lock(struct maildrop *md, short type)
 {
 	struct flock fl = { .l_type = type, .l_whence = SEEK_SET };
 	struct timespec nap = { 0, 100 * 1000 * 1000 };
-	time_t end = mono_secs() + knob("POP3D_LOCK_WAIT_SECS",
-	    POP3D_LOCK_WAIT);
+	/* In milliseconds: whole seconds would cut up to one off the wait. */
+	int64_t end = mono_ms() + (int64_t)knob("POP3D_LOCK_WAIT_SECS",
+	    POP3D_LOCK_WAIT) * 1000;
 
 	/* The bound is the clock's: a slow attempt (NFS) counts in full. */
 	for (;; nanosleep(&nap, NULL)) {
@@ -794,7 +802,7 @@ delivery_lock(struct maildrop *md, short type)
 			(void)fcntl(md->fd, F_SETLK, &fl);
 			fl.l_type = type;
 		}
-		if (mono_secs() >= end) {
+		if (mono_ms() >= end) {
 			errno = EWOULDBLOCK;
 			return -1;
 		}

@@ -1050,7 +1050,8 @@ def delivery_lock_wait_is_bounded_by_the_clock():
         dt = time.monotonic() - t0
         eq(r, "-ERR [SYS/TEMP] cannot open the maildrop, try later",
            "PASS while another agent holds the dotlock")
-        check(dt >= 2.9, "gave up after %.1f s, before the bound" % dt)
+        # (Whole seconds of the clock would have cut up to one off it.)
+        check(dt >= 2.95, "gave up after %.2f s, before the bound" % dt)
         check(attempts <= 8, "%d attempts of 0.6 s for a 3 s bound"
               % attempts)
         p.expect_eof()
