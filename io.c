@@ -187,8 +187,9 @@ io_pending(const struct io *io)
 	return find_lf(io) != NULL;
 }
 
-static int64_t
-now_ms(void)
+/* The monotonic clock in milliseconds (io.c's deadlines, mbox locks). */
+int64_t
+mono_ms(void)
 {
 	struct timespec ts;
 
@@ -216,7 +217,7 @@ fill(struct io *io, int64_t deadline)
 	}
 	for (;;) {
 		struct pollfd pfd = { .fd = io->in, .events = POLLIN };
-		int64_t left = deadline - now_ms();
+		int64_t left = deadline - mono_ms();
 		int r;
 
 		if (left <= 0)
@@ -287,7 +288,7 @@ io_readline_max(struct io *io, char *line, size_t max, size_t *len)
 			return IO_ERROR;
 		/* The client is idle from when it has all our output. */
 		if (deadline == -1)
-			deadline = now_ms() + io->timeout_ms;
+			deadline = mono_ms() + io->timeout_ms;
 		r = fill(io, deadline);
 		if (r == 0)
 			return IO_EOF;

@@ -29,7 +29,6 @@
  * when it is asked; the UIDL is derived from the name when it is asked
  * (maildir_uidl).
  */
-#include <sys/file.h>
 #include <sys/stat.h>
 
 #include <dirent.h>
@@ -948,16 +947,7 @@ maildir_lock(struct maildrop *md)
 		    md->path, MAILDIR_LOCK);
 		return MD_PERM;
 	}
-	if (flock(md->lockfd, LOCK_EX | LOCK_NB) == -1) {
-		if (errno == EWOULDBLOCK) {
-			log_msg(LOG_NOTICE, "maildrop %s: in use", md->path);
-			return MD_INUSE;
-		}
-		log_msg(LOG_ERR, "maildrop %s: flock: %s", md->path,
-		    strerror(errno));
-		return MD_TEMP;
-	}
-	return MD_OK;
+	return maildrop_flock(md, md->lockfd);
 }
 
 static enum md_status

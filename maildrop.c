@@ -6,6 +6,7 @@
  * RFC 1939 §5) and hands RETR, TOP and UPDATE to the store.  It trusts no
  * byte of the mail.  Runs as the mail user, after privileges are dropped.
  */
+#include <sys/file.h>
 #include <sys/stat.h>
 
 #include <errno.h>
@@ -54,6 +55,25 @@ maildrop_sidefile(const struct maildrop *md, const char *what, char *buf,
 	    what) >= n)
 		return -1;
 	return 0;
+}
+
+/*
+ * The session lock of either store: an exclusive flock(2) of fd, or
+ * [IN-USE] (RFC 2449 §8.1.1) when another session holds it.
+ */
+enum md_status
+maildrop_flock(struct maildrop *md, int fd)
+{
+	if (flock(fd, LOCK_EX | LOCK_NB) == -1) {
+		if (errno == EWOULDBLOCK) {
+			log_msg(LOG_NOTICE, "maildrop %s: in use", md->path);
+			return MD_INUSE;
+		}
+		log_msg(LOG_ERR, "maildrop %s: flock: %s", md->path,
+		    strerror(errno));
+		return MD_TEMP;
+	}
+	return MD_OK;
 }
 
 enum md_status

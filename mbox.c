@@ -13,7 +13,6 @@
  * take, are held only while scanning and during UPDATE, so delivery goes
  * on during a session.
  */
-#include <sys/file.h>
 #include <sys/stat.h>
 #ifdef __linux__
 #include <sys/vfs.h>
@@ -693,17 +692,6 @@ dotlock_drop(struct maildrop *md)
 		    lock, strerror(errno));
 }
 
-/* The monotonic clock in milliseconds (0 if it cannot be read). */
-static int64_t
-mono_ms(void)
-{
-	struct timespec ts;
-
-	if (clock_gettime(CLOCK_MONOTONIC, &ts) == -1)
-		return 0;
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static time_t
 mono_secs(void)
 {
@@ -888,16 +876,7 @@ session_lock(struct maildrop *md)
 		}
 		fd = md->lockfd;
 	}
-	if (flock(fd, LOCK_EX | LOCK_NB) == -1) {
-		if (errno == EWOULDBLOCK) {
-			log_msg(LOG_NOTICE, "maildrop %s: in use", md->path);
-			return MD_INUSE;
-		}
-		log_msg(LOG_ERR, "maildrop %s: flock: %s", md->path,
-		    strerror(errno));
-		return MD_TEMP;
-	}
-	return MD_OK;
+	return maildrop_flock(md, fd);
 nolock:
 	log_msg(LOG_WARNING, "maildrop %s: on NFS, and no session lock file "
 	    "beside it: %s; going on without", md->path, strerror(errno));

@@ -169,6 +169,7 @@ enum io_line io_readline_max(struct io *, char *line, size_t max,
 int	io_preload(struct io *, const void *, size_t);
 /* Writes everything buffered.  0, or -1 with errno after a failed write. */
 int	io_flush(struct io *);
+int64_t	mono_ms(void);		/* CLOCK_MONOTONIC, in milliseconds */
 /*
  * The streaming writer for a stored message.  io_body_begin resets the line
  * state; io_body_write converts a chunk of stored bytes: LF and CRLF become
@@ -329,6 +330,7 @@ int	maildrop_dedup(struct maildrop *,
  * "<dir>/.<mbox name>.pop3d-<what>", into buf, and its directory into dir.
  * -1 when a path does not fit.
  */
+enum md_status	maildrop_flock(struct maildrop *, int fd);
 int	maildrop_sidefile(const struct maildrop *, const char *what, char *buf,
 	    size_t n, char *dir, size_t dn);
 /* The POP3D_MAILBUF bytes that the stores and the journal share. */

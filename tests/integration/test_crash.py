@@ -692,11 +692,8 @@ def held_locks(env, pid, what):
                                                    want))
         eq((got[0], got[4]), (fcntl.F_WRLCK, pid),
            "%s: fcntl lock on the mbox (type, holder)" % what)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            fail("%s: the session flock is not held" % what)
-        except BlockingIOError:
-            pass
+        check(not try_flock(path), "%s: the session flock is not held"
+              % what)
     finally:
         os.close(fd)
     try:
